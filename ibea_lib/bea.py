@@ -1,0 +1,161 @@
+"""Backward error analysis: modified losses, modified vector fields and Lie brackets.
+
+Conventions follow FORMULAS.md (shared with the book):
+
+* Lie bracket of vector fields: [X, Y] = DY·X − DX·Y; for gradients
+  [∇L_a, ∇L_b] = H_b ∇L_a − H_a ∇L_b.
+* A discrete update with learning rate h is compared with the flow of a modified vector
+  field F over time h (for sequential updates: the whole sweep over the tasks, time h).
+
+Every Hessian term here is a Hessian-vector product, and all the ones a formula needs are
+taken in *one* extra reverse pass: for fixed vectors u_k (stop-gradient),
+∇_θ Σ_k ⟨∇L_k(θ), u_k⟩ = Σ_k H_k u_k. So a bracket or a sequential field costs about two
+gradients' worth of extra work, and memory stays linear in the number of parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .autodiff import Loss, _detach, _grads, _leaves, check_finite, check_losses, evaluate, grad
+from .pytree import Params, axpy, check_lr, dot, norm, rebuild, scale, tensors, tree_map
+
+
+def _values_and_graph_grads(losses: Sequence[Loss], params: Params):
+    """Leaves, attached flag, loss values and gradients that keep their graph."""
+    leaves, attached = _leaves(params)
+    values = [evaluate(f, leaves, f"losses[{i}]") for i, f in enumerate(losses)]
+    gs = [_grads(v, leaves, create_graph=True) for v in values]
+    return leaves, attached, values, gs
+
+
+def _sum_of_hvps(leaves: Params, gs: list[Params], us: list[Params]) -> Params:
+    """Σ_k H_k u_k = ∇_θ Σ_k ⟨∇L_k(θ), sg(u_k)⟩, in one reverse pass."""
+    s = sum(dot(g, _detach(u)) for g, u in zip(gs, us))
+    if not s.requires_grad:  # every loss is (at most) linear in params: all Hessians vanish
+        return rebuild(leaves, [torch.zeros_like(t) for t in tensors(leaves)])
+    return _grads(s, leaves, create_graph=False)
+
+
+def _total(trees: list[Params]) -> Params:
+    out = trees[0]
+    for t in trees[1:]:
+        out = tree_map(torch.add, out, t)
+    return out
+
+
+def lie_bracket(loss_a: Loss, loss_b: Loss, params: Params) -> Params:
+    """[∇L_a, ∇L_b](θ) = H_b ∇L_a − H_a ∇L_b.
+
+    Antisymmetric, bilinear, zero for loss_a = loss_b. Computed as
+    ∇_θ(⟨∇L_b(θ), sg(∇L_a)⟩ − ⟨∇L_a(θ), sg(∇L_b)⟩): two gradients plus one reverse pass.
+    """
+    leaves, _, _, (ga, gb) = _values_and_graph_grads(check_losses([loss_a, loss_b]), params)
+    bracket = _sum_of_hvps(leaves, [gb, ga], [ga, scale(gb, -1.0)])
+    return check_finite(_detach(bracket), "the Lie bracket")
+
+
+def alignment(loss_a: Loss, loss_b: Loss, params: Params) -> Tensor:
+    """⟨∇L_a, ∇L_b⟩, the gradient alignment (a 0-dim tensor)."""
+    return dot(grad(loss_a, params), grad(loss_b, params))
+
+
+def cosine(loss_a: Loss, loss_b: Loss, params: Params) -> Tensor:
+    """⟨∇L_a, ∇L_b⟩ / (‖∇L_a‖ ‖∇L_b‖); raises if a gradient is zero."""
+    ga, gb = grad(loss_a, params), grad(loss_b, params)
+    na, nb = norm(ga), norm(gb)
+    if na == 0 or nb == 0:
+        raise ZeroDivisionError(
+            "the cosine is undefined: the gradient of loss_"
+            + ("a" if na == 0 else "b")
+            + " is zero at these params"
+        )
+    return dot(ga, gb) / (na * nb)
+
+
+def modified_loss(loss: Loss, params: Params, lr: float) -> Tensor:
+    """L̃ = L + (h/4)‖∇L‖², the loss that gradient descent with step h follows to O(h³).
+
+    Differentiable in ``params`` when they require grad (e.g. a model's parameters), so it can
+    be minimized directly as an explicitly regularized objective.
+    """
+    h = check_lr(lr)
+    leaves, attached = _leaves(params)
+    value = evaluate(loss, leaves)
+    g = _grads(value, leaves, create_graph=attached)
+    out = value + (h / 4) * dot(g, g)
+    if not torch.isfinite(out):
+        raise FloatingPointError("the modified loss is not finite (the gradient overflowed)")
+    return out if attached else out.detach()
+
+
+def multitask_terms(losses: Sequence[Loss], params: Params, lr: float) -> dict[str, Tensor]:
+    """The modified loss of one GD step on L = Σ_i L_i, split into its three parts.
+
+    Returns ``loss`` = Σ_i L_i, ``flatness`` = (h/4) Σ_i ‖∇L_i‖²,
+    ``conflict`` = (h/2) Σ_{i<j} ⟨∇L_i, ∇L_j⟩ and ``modified`` = their sum, which equals
+    ``modified_loss`` of the summed loss, L + (h/4)‖Σ_i ∇L_i‖². Differentiable like
+    :func:`modified_loss`.
+    """
+    h = check_lr(lr)
+    losses = check_losses(losses)
+    leaves, attached = _leaves(params)
+    values = [evaluate(f, leaves, f"losses[{i}]") for i, f in enumerate(losses)]
+    gs = [_grads(v, leaves, create_graph=attached) for v in values]
+    total = sum(values)
+    flatness = (h / 4) * sum(dot(g, g) for g in gs)
+    conflict = (h / 2) * sum(
+        (dot(gs[i], gs[j]) for i in range(len(gs)) for j in range(i + 1, len(gs))),
+        torch.zeros((), dtype=total.dtype, device=total.device),
+    )
+    terms = {"loss": total, "flatness": flatness, "conflict": conflict}
+    terms["modified"] = total + flatness + conflict
+    if not all(torch.isfinite(t) for t in terms.values()):
+        raise FloatingPointError(f"non-finite multitask terms: { {k: t.item() for k, t in terms.items()} }")
+    return terms if attached else {k: t.detach() for k, t in terms.items()}
+
+
+def multitask_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
+    """F = −∇(L + (h/4)‖∇L‖²) = −G − (h/2) H G with L = Σ_i L_i, G = ∇L, H = ∇²L.
+
+    One GD step of size h on the summed loss follows the flow of F for time h to O(h³).
+    """
+    h = check_lr(lr)
+    leaves, _, _, gs = _values_and_graph_grads(check_losses(losses), params)
+    total = _total(gs)
+    u = scale(_detach(total), -h / 2)
+    field = axpy(-1.0, _detach(total), _sum_of_hvps(leaves, gs, [u] * len(gs)))
+    return check_finite(field, "the multitask modified field")
+
+
+def gd_field(loss: Loss, params: Params, lr: float) -> Params:
+    """F = −∇L − (h/2) H ∇L = −∇(L + (h/4)‖∇L‖²): the modified field of gradient descent."""
+    return multitask_field([loss], params, lr)
+
+
+def sequential_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
+    """The modified field of one GD step per task, in the given order 1, …, n.
+
+    F = −∇(Σ_i L_i + (h/4) Σ_i ‖∇L_i‖²) + (h/2) Σ_{i<j} [∇L_i, ∇L_j]
+    (the whole sweep follows its flow for time h, to O(h³)). All the Hessian terms are
+    gathered into one reverse pass: the coefficient of H_k is
+    u_k = (h/2)(Σ_{i<k} g_i − g_k − Σ_{j>k} g_j).
+    """
+    h = check_lr(lr)
+    leaves, _, _, gs = _values_and_graph_grads(check_losses(losses), params)
+    detached = [_detach(g) for g in gs]
+    us = []
+    for k in range(len(gs)):
+        before = [detached[i] for i in range(k)]
+        after = [detached[j] for j in range(k + 1, len(gs))]
+        u = scale(detached[k], -1.0)
+        for g in before:
+            u = tree_map(torch.add, u, g)
+        for g in after:
+            u = tree_map(torch.sub, u, g)
+        us.append(scale(u, h / 2))
+    field = axpy(-1.0, _total(detached), _sum_of_hvps(leaves, gs, us))
+    return check_finite(field, "the sequential modified field")

@@ -1,0 +1,180 @@
+"""Parameters as small pytrees: a single tensor, or a dict of named tensors.
+
+Every function in :mod:`ibea_lib` takes ``params`` in one of these two forms and returns
+vectors of the same form (same keys, shapes, dtypes and device). The helpers here do the
+linear algebra on such vectors, so that formulas read like the math:
+``add(g, scale(hv, lr / 2))`` is ``g + (h/2) H g``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Union
+
+import torch
+from torch import Tensor
+
+Params = Union[Tensor, Mapping[str, Tensor]]
+"""A single tensor or a dict ``{name: tensor}`` (for instance a model's named parameters)."""
+
+
+def tensors(params: Params) -> list[Tensor]:
+    """The tensors of ``params`` in a fixed order (dict order for dicts)."""
+    if isinstance(params, Tensor):
+        return [params]
+    if isinstance(params, Mapping):
+        return list(params.values())
+    raise TypeError(
+        f"params must be a torch.Tensor or a dict of tensors, got {type(params).__name__}"
+    )
+
+
+def rebuild(like: Params, values: list[Tensor]) -> Params:
+    """Put ``values`` (ordered as :func:`tensors` orders them) back into the structure of ``like``."""
+    if isinstance(like, Tensor):
+        return values[0]
+    return dict(zip(like.keys(), values))
+
+
+def tree_map(fn: Callable[..., Tensor], first: Params, *rest: Params) -> Params:
+    """Apply ``fn`` leaf by leaf to pytrees of the same structure."""
+    for other in rest:
+        check_same_structure(first, other)
+    columns = zip(tensors(first), *(tensors(r) for r in rest))
+    return rebuild(first, [fn(*leaves) for leaves in columns])
+
+
+def check_params(params: Params, name: str = "params") -> None:
+    """Raise if ``params`` is not a tensor or a non-empty dict of floating-point tensors."""
+    if isinstance(params, Mapping):
+        if len(params) == 0:
+            raise ValueError(f"{name} is an empty dict; it needs at least one tensor")
+        items = list(params.items())
+    elif isinstance(params, Tensor):
+        items = [("", params)]
+    else:
+        raise TypeError(
+            f"{name} must be a torch.Tensor or a dict of tensors, got {type(params).__name__}"
+        )
+    for key, value in items:
+        where = f"{name}[{key!r}]" if key else name
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{where} must be a torch.Tensor, got {type(value).__name__}")
+        if not value.is_floating_point():
+            raise TypeError(
+                f"{where} has dtype {value.dtype}; derivatives need a floating-point dtype "
+                "(float32 or float64)"
+            )
+
+
+def check_same_structure(a: Params, b: Params, names: tuple[str, str] = ("params", "v")) -> None:
+    """Raise if ``a`` and ``b`` differ in kind, keys, shapes, dtypes or devices."""
+    name_a, name_b = names
+    if isinstance(a, Tensor) != isinstance(b, Tensor):
+        raise ValueError(
+            f"{name_a} is a {type(a).__name__} but {name_b} is a {type(b).__name__}; "
+            "they must have the same structure"
+        )
+    if isinstance(a, Mapping):
+        if not isinstance(b, Mapping):
+            raise TypeError(f"{name_b} must be a dict of tensors like {name_a}")
+        if list(a.keys()) != list(b.keys()):
+            missing = [k for k in a if k not in b]
+            extra = [k for k in b if k not in a]
+            raise ValueError(
+                f"{name_b} does not have the keys of {name_a}: missing {missing}, extra {extra}"
+                + ("" if missing or extra else " (same keys, different order)")
+            )
+        pairs = [(f"[{k!r}]", a[k], b[k]) for k in a]
+    else:
+        pairs = [("", a, b)]
+    for where, x, y in pairs:
+        if not isinstance(y, Tensor):
+            raise TypeError(f"{name_b}{where} must be a torch.Tensor, got {type(y).__name__}")
+        if x.shape != y.shape:
+            raise ValueError(
+                f"{name_b}{where} has shape {tuple(y.shape)} but {name_a}{where} has shape "
+                f"{tuple(x.shape)}"
+            )
+        if x.dtype != y.dtype:
+            raise ValueError(
+                f"{name_b}{where} has dtype {y.dtype} but {name_a}{where} has dtype {x.dtype}"
+            )
+        if x.device != y.device:
+            raise ValueError(
+                f"{name_b}{where} is on {y.device} but {name_a}{where} is on {x.device}"
+            )
+
+
+def add(a: Params, b: Params) -> Params:
+    """a + b."""
+    return tree_map(torch.add, a, b)
+
+
+def sub(a: Params, b: Params) -> Params:
+    """a - b."""
+    return tree_map(torch.sub, a, b)
+
+
+def scale(a: Params, c: float) -> Params:
+    """c · a."""
+    return tree_map(lambda x: x * c, a)
+
+
+def axpy(c: float, x: Params, y: Params) -> Params:
+    """c · x + y (the update of every integrator)."""
+    return tree_map(lambda xi, yi: torch.add(yi, xi, alpha=c), x, y)
+
+
+def dot(a: Params, b: Params) -> Tensor:
+    """⟨a, b⟩ = Σ over all entries of a ⊙ b, as a 0-dim tensor."""
+    check_same_structure(a, b, ("a", "b"))
+    return sum((x * y).sum() for x, y in zip(tensors(a), tensors(b)))
+
+
+def norm(a: Params) -> Tensor:
+    """‖a‖, the Euclidean norm over all entries."""
+    return torch.sqrt(dot(a, a))
+
+
+def zeros_like(a: Params) -> Params:
+    """A pytree of zeros shaped like ``a``."""
+    return tree_map(torch.zeros_like, a)
+
+
+def clone(a: Params) -> Params:
+    """A detached copy of ``a`` (safe to modify)."""
+    return tree_map(lambda x: x.detach().clone(), a)
+
+
+def flatten(a: Params) -> Tensor:
+    """All entries of ``a`` in one 1-D tensor (dict order, row-major)."""
+    return torch.cat([x.reshape(-1) for x in tensors(a)])
+
+
+def unflatten(vector: Tensor, like: Params) -> Params:
+    """Inverse of :func:`flatten`: cut ``vector`` into the shapes of ``like``."""
+    sizes = [x.numel() for x in tensors(like)]
+    if vector.dim() != 1 or vector.numel() != sum(sizes):
+        raise ValueError(
+            f"vector has shape {tuple(vector.shape)}; expected a 1-D tensor of {sum(sizes)} entries"
+        )
+    pieces = torch.split(vector, sizes)
+    return rebuild(like, [p.reshape(x.shape) for p, x in zip(pieces, tensors(like))])
+
+
+def check_lr(lr: float, name: str = "lr") -> float:
+    """Return ``lr`` as a float; raise unless it is a finite number > 0."""
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1:
+            raise ValueError(f"{name} must be a number, got a tensor of shape {tuple(lr.shape)}")
+        lr = lr.item()
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(lr).__name__}")
+    lr = float(lr)
+    if not math.isfinite(lr):
+        raise ValueError(f"{name} must be finite, got {lr}")
+    if lr <= 0:
+        raise ValueError(f"{name} must be > 0, got {lr}")
+    return lr

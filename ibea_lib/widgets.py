@@ -1,0 +1,49 @@
+"""Widgets that also work in the static HTML book.
+
+A slider that runs Python needs a live kernel. :func:`frame_slider` instead renders one
+figure per slider position in advance and links the slider to the shown figure in the
+browser (``jslink``), so it works the same in JupyterLab, Colab and the built HTML.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+
+import matplotlib.pyplot as plt
+
+
+def figure_png(fig: plt.Figure, dpi: int = 80) -> bytes:
+    """The figure as PNG bytes (the figure is then closed)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def frame_slider(
+    draw: Callable[[float], plt.Figure],
+    values: Sequence[float],
+    description: str,
+    *,
+    fmt: str = "{:.3g}",
+    start: int = 0,
+    dpi: int = 80,
+):
+    """A slider over ``values``; each position shows ``draw(value)``, rendered in advance."""
+    import ipywidgets as widgets
+
+    if not values:
+        raise ValueError("values is empty")
+    images = [widgets.Image(value=figure_png(draw(v), dpi), format="png") for v in values]
+    slider = widgets.SelectionSlider(
+        options=[(fmt.format(v), i) for i, v in enumerate(values)],
+        value=start,
+        description=description,
+        continuous_update=True,
+        style={"description_width": "initial"},
+        layout=widgets.Layout(width="420px"),
+    )
+    stack = widgets.Stack(images, selected_index=start)
+    widgets.jslink((slider, "index"), (stack, "selected_index"))
+    return widgets.VBox([slider, stack])
