@@ -119,9 +119,7 @@ def _detach(tree: Params) -> Params:
     return rebuild(tree, [t.detach() for t in tensors(tree)])
 
 
-def value_and_grad(
-    loss: Loss, params: Params, *, create_graph: bool = False
-) -> tuple[Tensor, Params]:
+def value_and_grad(loss: Loss, params: Params, *, create_graph: bool = False) -> tuple[Tensor, Params]:
     """(L(θ), ∇L(θ)). With ``create_graph=True`` both stay differentiable."""
     leaves, attached = _leaves(params)
     value = evaluate(loss, leaves)

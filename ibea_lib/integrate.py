@@ -72,7 +72,7 @@ def local_errors(
     errors = []
     for h in lrs:
         h = check_lr(h, "every entry of lrs")
-        reference = flow(lambda p: field(p, h), params, h, steps)
+        reference = flow(lambda p, h=h: field(p, h), params, h, steps)
         errors.append(float(norm(sub(update(params, h), reference))))
     return errors
 

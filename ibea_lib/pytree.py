@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Union
 
 import torch
 from torch import Tensor
 
-Params = Union[Tensor, Mapping[str, Tensor]]
+Params = Tensor | Mapping[str, Tensor]
 """A single tensor or a dict ``{name: tensor}`` (for instance a model's named parameters)."""
 
 
@@ -25,9 +24,7 @@ def tensors(params: Params) -> list[Tensor]:
         return [params]
     if isinstance(params, Mapping):
         return list(params.values())
-    raise TypeError(
-        f"params must be a torch.Tensor or a dict of tensors, got {type(params).__name__}"
-    )
+    raise TypeError(f"params must be a torch.Tensor or a dict of tensors, got {type(params).__name__}")
 
 
 def rebuild(like: Params, values: list[Tensor]) -> Params:
@@ -54,9 +51,7 @@ def check_params(params: Params, name: str = "params") -> None:
     elif isinstance(params, Tensor):
         items = [("", params)]
     else:
-        raise TypeError(
-            f"{name} must be a torch.Tensor or a dict of tensors, got {type(params).__name__}"
-        )
+        raise TypeError(f"{name} must be a torch.Tensor or a dict of tensors, got {type(params).__name__}")
     for key, value in items:
         where = f"{name}[{key!r}]" if key else name
         if not isinstance(value, Tensor):
@@ -94,17 +89,12 @@ def check_same_structure(a: Params, b: Params, names: tuple[str, str] = ("params
             raise TypeError(f"{name_b}{where} must be a torch.Tensor, got {type(y).__name__}")
         if x.shape != y.shape:
             raise ValueError(
-                f"{name_b}{where} has shape {tuple(y.shape)} but {name_a}{where} has shape "
-                f"{tuple(x.shape)}"
+                f"{name_b}{where} has shape {tuple(y.shape)} but {name_a}{where} has shape {tuple(x.shape)}"
             )
         if x.dtype != y.dtype:
-            raise ValueError(
-                f"{name_b}{where} has dtype {y.dtype} but {name_a}{where} has dtype {x.dtype}"
-            )
+            raise ValueError(f"{name_b}{where} has dtype {y.dtype} but {name_a}{where} has dtype {x.dtype}")
         if x.device != y.device:
-            raise ValueError(
-                f"{name_b}{where} is on {y.device} but {name_a}{where} is on {x.device}"
-            )
+            raise ValueError(f"{name_b}{where} is on {y.device} but {name_a}{where} is on {x.device}")
 
 
 def add(a: Params, b: Params) -> Params:

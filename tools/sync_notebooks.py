@@ -5,8 +5,9 @@ installs ``ibea_lib`` from the book's repository without touching Colab's own to
 The repository's address and branch live in one place, ``_config.yml`` (``repository:``);
 this script writes them into that cell of every notebook (inserting the cell if missing).
 
-    python tools/sync_notebooks.py          # rewrite the cells
-    python tools/sync_notebooks.py --check  # exit 1 if any notebook is out of date
+    python tools/sync_notebooks.py                      # rewrite the cells of every chapter
+    python tools/sync_notebooks.py book/05_x.ipynb      # only these notebooks
+    python tools/sync_notebooks.py --check              # exit 1 if any notebook is out of date
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ def sync(path: pathlib.Path, source: str, write: bool) -> bool:
 
 def main() -> int:
     check = "--check" in sys.argv
+    chosen = [pathlib.Path(a).resolve() for a in sys.argv[1:] if a != "--check"]
     source = colab_source(*repository())
-    stale = [p.name for p in notebooks() if sync(p, source, write=not check)]
+    stale = [p.name for p in (chosen or notebooks()) if sync(p, source, write=not check)]
     if check and stale:
         print("out of date (run python tools/sync_notebooks.py):", ", ".join(stale))
         return 1

@@ -1,0 +1,275 @@
+"""Continual learning through Lie brackets: order gaps, flows of vector fields, task shifts.
+
+Conventions are those of FORMULAS.md: the Lie bracket of two vector fields is
+[X, Y] = DY·X − DX·Y, so for gradient fields [∇L_a, ∇L_b] = H_b ∇L_a − H_a ∇L_b, and
+
+* flowing along X for time s and then along Y, versus Y then X, ends at points that differ by
+  s²[X, Y] + O(s³) (:func:`parallelogram`);
+* one GD step on task A then one on task B, versus B then A, ends at points that differ by
+  θ_AB − θ_BA = h²[∇L_A, ∇L_B] + O(h³) (:func:`order_gap`);
+* averaging the sequential modified field over all task orders removes every bracket and
+  leaves −∇(Σ_i L_i + (h/4) Σ_i ‖∇L_i‖²) (:func:`order_averaged_field`);
+* after one step of task B from θ, task A's loss changes by
+  −h⟨g_A, g_B⟩ + (h²/2) g_Bᵀ H_A g_B + O(h³), and g_Bᵀ H_A g_B = ⟨g_B, H_B g_A⟩ − ⟨g_B, [g_A, g_B]⟩,
+  so at a minimum of task A (g_A = 0) the first forgetting is −(h²/2)⟨g_B, [g_A, g_B]⟩
+  (:func:`forgetting_terms`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .autodiff import Loss, check_losses, grad, hvp, model_loss
+from .bea import lie_bracket, sequential_field
+from .data import Split
+from .integrate import sequential_steps
+from .pytree import Params, axpy, check_lr, dot, scale, sub, tree_map
+
+VectorField = Callable[[Tensor], Tensor]
+"""A vector field x ↦ X(x) on R^d (a single tensor of shape (d,))."""
+
+
+def _check_point(x: Tensor, name: str = "x") -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 1 or not x.is_floating_point():
+        raise ValueError(f"{name} must be a 1-D floating-point tensor, got shape {tuple(x.shape)}, {x.dtype}")
+    return x
+
+
+# --------------------------------------------------------------------------- vector fields
+
+
+def field_jacobian(field: VectorField, x: Tensor) -> Tensor:
+    """DX(x), the d×d Jacobian matrix (row i = ∇X_i), by autograd."""
+    _check_point(x)
+    return torch.autograd.functional.jacobian(field, x.detach())
+
+
+def field_bracket(X: VectorField, Y: VectorField, x: Tensor) -> Tensor:
+    """[X, Y](x) = DY(x)·X(x) − DX(x)·Y(x), with two Jacobian-vector products (torch.func.jvp).
+
+    For any smooth fields written with torch operations, not only gradients; ``X`` and ``Y``
+    must be differentiable by ``torch.func`` (write a gradient field as ``torch.func.grad(L)``,
+    not with :func:`ibea_lib.grad`, which detaches). For X = ∇L_a, Y = ∇L_b it equals
+    :func:`ibea_lib.lie_bracket` (H_b ∇L_a − H_a ∇L_b). Nothing is detached, so the result can
+    itself be differentiated (``lambda x: field_bracket(Y, Z, x)`` is again a field).
+    """
+    _check_point(x)
+    vx, vy = X(x), Y(x)
+    _, dy_x = torch.func.jvp(Y, (x,), (vx,))
+    _, dx_y = torch.func.jvp(X, (x,), (vy,))
+    return dy_x - dx_y
+
+
+def flow_path(field: VectorField, x0: Tensor, t: float, steps: int = 50) -> Tensor:
+    """The points x(k t/steps), k = 0…steps, of x' = X(x), x(0) = x0, by RK4 (shape (steps+1, d))."""
+    _check_point(x0, "x0")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not math.isfinite(float(t)):
+        raise ValueError(f"t must be finite, got {t}")
+    dt = float(t) / steps
+    x = x0.detach().clone()
+    path = [x]
+    with torch.no_grad():
+        for _ in range(steps):
+            k1 = field(x)
+            k2 = field(x + dt / 2 * k1)
+            k3 = field(x + dt / 2 * k2)
+            k4 = field(x + dt * k3)
+            x = x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+            path.append(x)
+    return torch.stack(path)
+
+
+def parallelogram(
+    X: VectorField, Y: VectorField, x0: Tensor, s: float, steps: int = 50
+) -> dict[str, Tensor]:
+    """Flow along X for time s then along Y, and along Y then X, from x0.
+
+    Returns the two polygonal paths ``"xy"`` and ``"yx"`` (each (2·steps+1, d)) and
+    ``"gap"`` = end(X then Y) − end(Y then X), which is s²[X, Y](x0) + O(s³).
+    """
+    x_then = flow_path(X, x0, s, steps)
+    xy = torch.cat([x_then, flow_path(Y, x_then[-1], s, steps)[1:]])
+    y_then = flow_path(Y, x0, s, steps)
+    yx = torch.cat([y_then, flow_path(X, y_then[-1], s, steps)[1:]])
+    return {"xy": xy, "yx": yx, "gap": xy[-1] - yx[-1]}
+
+
+# --------------------------------------------------------------------------- task order
+
+
+def order_gap(loss_a: Loss, loss_b: Loss, params: Params, lr: float) -> Params:
+    """θ_AB − θ_BA: one step on A then one on B, minus B then A. Equals h²[∇L_A, ∇L_B] + O(h³)."""
+    h = check_lr(lr)
+    return sub(sequential_steps([loss_a, loss_b], params, h), sequential_steps([loss_b, loss_a], params, h))
+
+
+def order_averaged_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
+    """F̄ = −∇(Σ_i L_i + (h/4) Σ_i ‖∇L_i‖²) = −Σ_i g_i − (h/2) Σ_i H_i g_i.
+
+    The mean of :func:`ibea_lib.sequential_field` over all n! task orders (the brackets cancel);
+    also the sequential field *without* its bracket term.
+    """
+    h = check_lr(lr)
+    field = None
+    for loss in check_losses(losses):
+        g = grad(loss, params)
+        term = axpy(-h / 2, hvp(loss, params, g), scale(g, -1.0))
+        field = term if field is None else tree_map(torch.add, field, term)
+    return field
+
+
+def mean_over_orders(
+    fn: Callable[[Sequence[Loss], Params, float], Params],
+    losses: Sequence[Loss],
+    params: Params,
+    lr: float,
+) -> Params:
+    """The mean of ``fn(losses in order σ, params, lr)`` over all n! orders σ (n ≤ 6)."""
+    losses = check_losses(losses)
+    if len(losses) > 6:
+        raise ValueError(f"mean_over_orders enumerates n! orders; n = {len(losses)} is too many (≤ 6)")
+    total, count = None, 0
+    for order in itertools.permutations(losses):
+        value = fn(list(order), params, lr)
+        total = value if total is None else tree_map(torch.add, total, value)
+        count += 1
+    return scale(total, 1.0 / count)
+
+
+def flipped_sequential_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
+    """The sequential modified field with the sign of its bracket term flipped (a wrong candidate).
+
+    −∇(Σ L_i + (h/4)Σ‖g_i‖²) − (h/2)Σ_{i<j}[g_i, g_j] = 2 F̄ − F_seq.
+    """
+    return sub(scale(order_averaged_field(losses, params, lr), 2.0), sequential_field(losses, params, lr))
+
+
+def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
+    """Σ_{i<j} [∇L_i, ∇L_j] for the tasks in the given order."""
+    losses = check_losses(losses)
+    if len(losses) < 2:
+        raise ValueError("bracket_sum needs at least two losses")
+    total = None
+    for i in range(len(losses)):
+        for j in range(i + 1, len(losses)):
+            b = lie_bracket(losses[i], losses[j], params)
+            total = b if total is None else tree_map(torch.add, total, b)
+    return total
+
+
+# --------------------------------------------------------------------------- 2-D task families
+
+
+def rotation(angle: float, dtype: torch.dtype = torch.float64) -> Tensor:
+    """The 2×2 rotation matrix by ``angle`` radians."""
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[c, -s], [s, c]], dtype=dtype)
+
+
+def rotated_quadratic(
+    angle: float,
+    shift: Sequence[float] = (0.0, 0.0),
+    eigs: Sequence[float] = (1.0, 0.1),
+    dtype: torch.dtype = torch.float64,
+) -> tuple[Tensor, Tensor]:
+    """(A, b) of the 2-D task L(θ) = ½(θ − c)ᵀA(θ − c), A = R(angle) diag(eigs) R(angle)ᵀ, c = shift.
+
+    In the form ½θᵀAθ + bᵀθ (+ const) of :func:`ibea_lib.data.quadratic_loss`: b = −A c.
+    angle = 0 and shift = 0 give the reference task; turning the knobs shifts the task.
+    """
+    if len(eigs) != 2 or min(eigs) <= 0:
+        raise ValueError(f"eigs must be two positive numbers, got {list(eigs)}")
+    if len(shift) != 2:
+        raise ValueError(f"shift must have two entries, got {list(shift)}")
+    R = rotation(angle, dtype)
+    A = R @ torch.diag(torch.tensor(list(eigs), dtype=dtype)) @ R.T
+    c = torch.tensor(list(shift), dtype=dtype)
+    return A, -(A @ c)
+
+
+def quadratic_bracket(A_a: Tensor, b_a: Tensor, A_b: Tensor, b_b: Tensor, theta: Tensor) -> Tensor:
+    """Closed form [∇L_a, ∇L_b](θ) = A_b(A_aθ + b_a) − A_a(A_bθ + b_b) for quadratic tasks."""
+    return A_b @ (A_a @ theta + b_a) - A_a @ (A_b @ theta + b_b)
+
+
+# --------------------------------------------------------------------------- forgetting
+
+
+def forgetting_terms(loss_a: Loss, loss_b: Loss, params: Params, lr: float) -> dict[str, float]:
+    """Second-order prediction of how one step of task B changes task A's loss.
+
+    L_A(θ − h g_B) − L_A(θ) = −h⟨g_A, g_B⟩ + (h²/2) g_Bᵀ H_A g_B + O(h³), and
+    g_Bᵀ H_A g_B = ⟨g_B, H_B g_A⟩ − ⟨g_B, [g_A, g_B]⟩. Returns ``first`` = −h⟨g_A, g_B⟩,
+    ``second`` = (h²/2) g_Bᵀ H_A g_B, ``bracket_part`` = −(h²/2)⟨g_B, [g_A, g_B]⟩,
+    ``bracket_norm`` = ‖[g_A, g_B]‖ and ``predicted`` = first + second.
+    """
+    h = check_lr(lr)
+    ga, gb = grad(loss_a, params), grad(loss_b, params)
+    br = lie_bracket(loss_a, loss_b, params)
+    first = -h * float(dot(ga, gb))
+    second = h * h / 2 * float(dot(gb, hvp(loss_a, params, gb)))
+    return {
+        "first": first,
+        "second": second,
+        "bracket_part": -h * h / 2 * float(dot(gb, br)),
+        "bracket_norm": float(torch.sqrt(dot(br, br))),
+        "predicted": first + second,
+    }
+
+
+def classification_losses(model: torch.nn.Module, split: Split) -> tuple[Loss, Loss]:
+    """(train loss, test loss) of ``model`` on ``split`` with cross-entropy, as functions of params."""
+    return (
+        model_loss(model, F.cross_entropy, split.x_train, split.y_train),
+        model_loss(model, F.cross_entropy, split.x_test, split.y_test),
+    )
+
+
+def evaluate_task(model: torch.nn.Module, params: Params, split: Split) -> dict[str, float]:
+    """Test loss and test accuracy of ``model`` with ``params`` on ``split``."""
+    with torch.no_grad():
+        logits = torch.func.functional_call(model, dict(params), (split.x_test,))
+        return {
+            "loss": float(F.cross_entropy(logits, split.y_test)),
+            "acc": float((logits.argmax(-1) == split.y_test).float().mean()),
+        }
+
+
+def forgetting(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Forgetting of a task: increase of its test loss and drop of its test accuracy."""
+    return {"loss_increase": after["loss"] - before["loss"], "acc_drop": before["acc"] - after["acc"]}
+
+
+def rank(values: Sequence[float]) -> Tensor:
+    """Ranks 0…n−1 of ``values`` (ties broken by position), as float64."""
+    t = torch.as_tensor(values, dtype=torch.float64)
+    r = torch.empty_like(t)
+    r[torch.argsort(t, stable=True)] = torch.arange(len(t), dtype=torch.float64)
+    return r
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation of two equally long sequences (at least 3 entries)."""
+    a, b = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    if a.shape != b.shape or a.dim() != 1 or len(a) < 3:
+        raise ValueError("pearson needs two equally long 1-D sequences with at least 3 entries")
+    a, b = a - a.mean(), b - b.mean()
+    den = float(torch.sqrt((a * a).sum() * (b * b).sum()))
+    if den == 0:
+        raise ZeroDivisionError("a correlation with a constant sequence is undefined")
+    return float((a * b).sum()) / den
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (Pearson correlation of the ranks)."""
+    return pearson(rank(x), rank(y))

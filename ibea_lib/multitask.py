@@ -1,0 +1,371 @@
+"""Multitask learning: the conflict term, a regularizer that cancels it, and gradient surgery.
+
+One GD step of size h on L = Σ_i L_i follows, to O(h³) per step, the gradient flow of
+(FORMULAS §2)
+
+    L̃ = Σ_i L_i + (h/4) Σ_i ‖g_i‖² + (h/2) Σ_{i<j} ⟨g_i, g_j⟩,      g_i = ∇L_i,
+
+loss + flatness + conflict. This module adds what Part II of the book needs on top of
+:func:`ibea_lib.multitask_terms` and :func:`ibea_lib.multitask_field`:
+
+* :func:`conflict_free_loss`, the explicitly regularized objective
+  L_cf = Σ_i L_i − (h/2) Σ_{i<j} ⟨g_i, g_j⟩, whose GD modified loss is
+  Σ_i L_i + (h/4) Σ_i ‖g_i‖² + O(h²): the conflict term is cancelled, the flatness term kept;
+* :func:`flatness_field`, the field −∇(Σ_i L_i + (h/4) Σ_i ‖g_i‖²) that GD on L_cf (and the
+  mean of the two alternating orders A→B, B→A) follows to O(h³);
+* :func:`conflict_gradient`, ∇ Σ_{i<j}⟨g_i, g_j⟩ = Σ_i H_i Σ_{j≠i} g_j;
+* :func:`pcgrad`, the "projecting conflicting gradients" surgery of Yu et al. (2020);
+* update functions ``(params, step) -> params`` for :func:`ibea_lib.training.run`;
+* :func:`task_metrics` (losses, ‖g_i‖², alignments, cosines from one set of gradients);
+* two-task constructions: :func:`product_tasks` (a 2-parameter toy), :func:`digits_two_tasks`
+  and :func:`head_losses` (two labelings of scikit-learn's digits on a shared trunk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .autodiff import Loss, _detach, _grads, _leaves, check_finite, check_losses, evaluate, grad, model_loss
+from .bea import _sum_of_hvps, _total, _values_and_graph_grads
+from .data import Split
+from .pytree import Params, axpy, check_lr, check_params, dot, scale, tree_map
+
+Update = Callable[[Params, int], Params]
+
+
+def _pairs(n: int) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(n) for j in range(i + 1, n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The regularizer that cancels the conflict term, and its modified field
+# ---------------------------------------------------------------------------------------------
+
+
+def conflict_free_loss(losses: Sequence[Loss], params: Params, lr: float) -> Tensor:
+    """L_cf = Σ_i L_i − (h/2) Σ_{i<j} ⟨∇L_i, ∇L_j⟩ (differentiable in ``params``).
+
+    GD with step h on L_cf has the modified loss
+    L_cf + (h/4)‖∇L_cf‖² = Σ_i L_i + (h/4) Σ_i ‖∇L_i‖² + O(h²): the explicit term cancels the
+    implicit conflict term (h/2)Σ_{i<j}⟨∇L_i, ∇L_j⟩ and keeps the flatness term.
+    When ``params`` require grad (a model's parameters) the result keeps its graph, so
+    ``grad(lambda p: conflict_free_loss(Ls, p, h), θ)`` is its gradient (one double backward).
+    """
+    h = check_lr(lr)
+    losses = check_losses(losses)
+    if len(losses) < 2:
+        raise ValueError("the conflict term needs at least two task losses")
+    leaves, attached = _leaves(params)
+    values = [evaluate(f, leaves, f"losses[{i}]") for i, f in enumerate(losses)]
+    gs = [_grads(v, leaves, create_graph=True) for v in values]
+    out = sum(values) - (h / 2) * sum(dot(gs[i], gs[j]) for i, j in _pairs(len(gs)))
+    if not torch.isfinite(out):
+        raise FloatingPointError("the conflict-free loss is not finite")
+    return out if attached else out.detach()
+
+
+def flatness_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
+    """F = −∇(Σ_i L_i + (h/4) Σ_i ‖∇L_i‖²) = −Σ_i g_i − (h/2) Σ_i H_i g_i.
+
+    The multitask modified field without the conflict term. To O(h³) per step it is followed
+    by one GD step on :func:`conflict_free_loss`, and by the *mean* of the two alternating
+    sweeps A→B and B→A (random order); it is *not* followed by one GD step on Σ_i L_i (that
+    one needs :func:`ibea_lib.multitask_field`, which has the conflict term too).
+    """
+    h = check_lr(lr)
+    leaves, _, _, gs = _values_and_graph_grads(check_losses(losses), params)
+    detached = [_detach(g) for g in gs]
+    hvps = _sum_of_hvps(leaves, gs, [scale(g, -h / 2) for g in detached])
+    return check_finite(axpy(-1.0, _total(detached), hvps), "the flatness field")
+
+
+def conflict_gradient(losses: Sequence[Loss], params: Params) -> Params:
+    """∇ Σ_{i<j} ⟨∇L_i, ∇L_j⟩ = Σ_i H_i (Σ_{j≠i} ∇L_j) (one extra reverse pass).
+
+    The conflict term (h/2)Σ_{i<j}⟨g_i, g_j⟩ adds −(h/2)·conflict_gradient to the modified
+    field; along it the alignment changes at the rate −(h/2)‖conflict_gradient‖² ≤ 0.
+    """
+    losses = check_losses(losses)
+    if len(losses) < 2:
+        raise ValueError("the conflict term needs at least two task losses")
+    leaves, _, _, gs = _values_and_graph_grads(losses, params)
+    detached = [_detach(g) for g in gs]
+    total = _total(detached)
+    others = [tree_map(torch.sub, total, g) for g in detached]
+    return check_finite(_detach(_sum_of_hvps(leaves, gs, others)), "the conflict gradient")
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient surgery
+# ---------------------------------------------------------------------------------------------
+
+
+def pcgrad(grads: Sequence[Params], *, generator: torch.Generator | None = None) -> list[Params]:
+    """PCGrad (Yu et al., 2020): remove from each task gradient its conflicting components.
+
+    For each task i, start from g_i and, for every other task j (in a random order drawn from
+    ``generator``; in the order 0, 1, … when ``generator`` is None), if ⟨g_i', g_j⟩ < 0 replace
+    g_i' ← g_i' − (⟨g_i', g_j⟩ / ‖g_j‖²) g_j (projection onto the normal plane of g_j; the
+    *original* g_j are used). Returns the list of projected gradients; the PCGrad update
+    direction is their sum. For two tasks with ⟨g_1, g_2⟩ < 0 the result is
+    g_1 − (⟨g_1,g_2⟩/‖g_2‖²) g_2 and g_2 − (⟨g_1,g_2⟩/‖g_1‖²) g_1; otherwise the g_i unchanged.
+    """
+    grads = list(grads)
+    if len(grads) < 2:
+        raise ValueError(f"pcgrad needs at least two task gradients, got {len(grads)}")
+    for i, g in enumerate(grads):
+        check_params(g, f"grads[{i}]")
+    sq = [dot(g, g) for g in grads]
+    out = []
+    for i, g in enumerate(grads):
+        others = [j for j in range(len(grads)) if j != i]
+        if generator is not None:
+            others = [others[k] for k in torch.randperm(len(others), generator=generator).tolist()]
+        projected = g
+        for j in others:
+            inner = dot(projected, grads[j])
+            if inner < 0 and sq[j] > 0:
+                projected = axpy(-float(inner / sq[j]), grads[j], projected)
+        out.append(projected)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Updates for ibea_lib.training.run
+# ---------------------------------------------------------------------------------------------
+
+
+def _checked(losses: Sequence[Loss], lr: float) -> tuple[list[Loss], float]:
+    losses = check_losses(losses)
+    if len(losses) < 2:
+        raise ValueError("a multitask update needs at least two task losses")
+    return losses, check_lr(lr)
+
+
+def summed_update(losses: Sequence[Loss], lr: float) -> Update:
+    """θ ← θ − h Σ_i ∇L_i(θ): plain multitask GD (modified loss: loss + flatness + conflict)."""
+    losses, h = _checked(losses, lr)
+    return lambda params, step: axpy(-h, _total([grad(f, params) for f in losses]), params)
+
+
+def conflict_free_update(losses: Sequence[Loss], lr: float) -> Update:
+    """θ ← θ − h ∇L_cf(θ), L_cf = Σ_i L_i − (h/2)Σ_{i<j}⟨g_i, g_j⟩ (:func:`conflict_free_loss`).
+
+    Its modified loss is Σ_i L_i + (h/4)Σ_i ‖g_i‖² + O(h²): flatness kept, conflict cancelled.
+    """
+    losses, h = _checked(losses, lr)
+    return lambda params, step: axpy(
+        -h, grad(lambda p: conflict_free_loss(losses, p, h), params), params
+    )
+
+
+def pcgrad_update(losses: Sequence[Loss], lr: float, *, seed: int | None = 0) -> Update:
+    """θ ← θ − h Σ_i PCGrad(g)_i (:func:`pcgrad`); ``seed`` draws the projection orders."""
+    losses, h = _checked(losses, lr)
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+
+    def update(params: Params, step: int) -> Params:
+        projected = pcgrad([grad(f, params) for f in losses], generator=generator)
+        return axpy(-h, _total(projected), params)
+
+    return update
+
+
+def alternating_update(
+    losses: Sequence[Loss], lr: float, *, order: str = "fixed", seed: int = 0
+) -> Update:
+    """One GD step of size h per task in turn (a sweep covers flow time h, FORMULAS §3).
+
+    ``order="fixed"``: always 0, 1, …, n−1 (modified field with the bracket terms,
+    :func:`ibea_lib.sequential_field`). ``order="random"``: a fresh random order per sweep,
+    drawn with ``seed``; the mean over orders follows :func:`flatness_field` (no conflict
+    term, no bracket) to O(h³).
+    """
+    losses, h = _checked(losses, lr)
+    if order not in ("fixed", "random"):
+        raise ValueError(f"order must be 'fixed' or 'random', got {order!r}")
+    generator = torch.Generator().manual_seed(seed)
+
+    def update(params: Params, step: int) -> Params:
+        idx = list(range(len(losses)))
+        if order == "random":
+            idx = torch.randperm(len(losses), generator=generator).tolist()
+        for k in idx:
+            params = axpy(-h, grad(losses[k], params), params)
+        return params
+
+    return update
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------------
+
+
+def task_metrics(losses: Sequence[Loss], params: Params) -> dict[str, float]:
+    """Per-task losses and ‖∇L_i‖², pairwise alignments ⟨g_i, g_j⟩ and cosines, as floats.
+
+    Keys: ``loss_i``, ``grad_sq_i`` for each task i, ``alignment_ij`` and ``cosine_ij`` for
+    i < j (cosine is NaN if a gradient is zero), and ``sum_grad_sq`` = ‖Σ_i g_i‖².
+    One gradient per task is computed (no Hessians).
+    """
+    losses = check_losses(losses)
+    out: dict[str, float] = {}
+    gs = []
+    for i, f in enumerate(losses):
+        leaves, _ = _leaves(params)
+        value = evaluate(f, leaves, f"losses[{i}]")
+        g = _detach(_grads(value, leaves, create_graph=False))
+        gs.append(g)
+        out[f"loss_{i}"] = float(value)
+        out[f"grad_sq_{i}"] = float(dot(g, g))
+    for i, j in _pairs(len(gs)):
+        a = float(dot(gs[i], gs[j]))
+        out[f"alignment_{i}{j}"] = a
+        den = (out[f"grad_sq_{i}"] * out[f"grad_sq_{j}"]) ** 0.5
+        out[f"cosine_{i}{j}"] = a / den if den > 0 else float("nan")
+    total = _total(gs)
+    out["sum_grad_sq"] = float(dot(total, total))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Two-task constructions
+# ---------------------------------------------------------------------------------------------
+
+
+def product_tasks(a: float, b: float) -> tuple[Loss, Loss]:
+    """Two tasks on a 2-parameter "shared trunk" θ = (x, y) with the prediction x·y:
+
+    L_A = ½(xy − a)², L_B = ½(xy − b)², g_A = (xy − a)(y, x), g_B = (xy − b)(y, x).
+
+    For a ≠ b the summed loss is minimal on the hyperbola xy = (a+b)/2, where
+    g_A = −g_B ≠ 0: the tasks conflict there, ⟨g_A, g_B⟩ = −((a−b)/2)²(x² + y²), and the full
+    implicit regularizer (h/4)‖g_A + g_B‖² vanishes while the flatness part does not.
+    """
+    for name, v in (("a", a), ("b", b)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+
+    def check(theta: Tensor) -> Tensor:
+        if not isinstance(theta, Tensor) or theta.shape != (2,):
+            raise ValueError("product_tasks losses take a tensor θ = (x, y) of shape (2,)")
+        return theta[0] * theta[1]
+
+    return (lambda t: 0.5 * (check(t) - a) ** 2), (lambda t: 0.5 * (check(t) - b) ** 2)
+
+
+@dataclass
+class TwoTaskSplit:
+    """Inputs shared by two tasks, with one label vector per task (train and test)."""
+
+    x_train: Tensor
+    y_train: tuple[Tensor, Tensor]
+    x_test: Tensor
+    y_test: tuple[Tensor, Tensor]
+    n_classes: tuple[int, int]
+    names: tuple[str, str]
+
+    def to(self, device: torch.device | str) -> TwoTaskSplit:
+        return TwoTaskSplit(
+            self.x_train.to(device),
+            tuple(y.to(device) for y in self.y_train),
+            self.x_test.to(device),
+            tuple(y.to(device) for y in self.y_test),
+            self.n_classes,
+            self.names,
+        )
+
+
+LABELINGS = ("class", "parity", "ge5", "mod3", "shuffled")
+
+
+def relabel(y: Tensor, labeling: str, seed: int = 0) -> tuple[Tensor, int]:
+    """Another labeling of digit classes 0…9; returns (labels, number of classes).
+
+    ``class``: the digit; ``parity``: y mod 2; ``ge5``: 1 if y ≥ 5; ``mod3``: y mod 3;
+    ``shuffled``: the labels of a seeded random permutation of the examples (random labels,
+    that the network can only memorize: a task that competes with the others for the trunk).
+    """
+    if labeling == "class":
+        return y.clone(), 10
+    if labeling == "parity":
+        return y % 2, 2
+    if labeling == "ge5":
+        return (y >= 5).long(), 2
+    if labeling == "mod3":
+        return y % 3, 3
+    if labeling == "shuffled":
+        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+        return y[perm.to(y.device)], 10
+    raise ValueError(f"labeling must be one of {LABELINGS}, got {labeling!r}")
+
+
+def digits_two_tasks(
+    split: Split, task_a: str = "class", task_b: str = "parity", seed: int = 0
+) -> TwoTaskSplit:
+    """Two labelings (see :func:`relabel`) of the same digits images (``ib.data.digits()``)."""
+    if not isinstance(split, Split):
+        raise TypeError(f"split must be an ibea_lib.data.Split, got {type(split).__name__}")
+    ya_train, na = relabel(split.y_train, task_a, seed)
+    yb_train, nb = relabel(split.y_train, task_b, seed + 1)
+    ya_test, _ = relabel(split.y_test, task_a, seed + 2)
+    yb_test, _ = relabel(split.y_test, task_b, seed + 3)
+    return TwoTaskSplit(
+        split.x_train, (ya_train, yb_train), split.x_test, (ya_test, yb_test), (na, nb), (task_a, task_b)
+    )
+
+
+def head_losses(model: torch.nn.Module, inputs: Tensor, targets: Sequence[Tensor]) -> list[Loss]:
+    """One cross-entropy loss per head of a multi-head model (``forward`` returns a tuple).
+
+    Loss i is ``params -> cross_entropy(model(inputs; params)[i], targets[i])``.
+    """
+    targets = list(targets)
+    if not targets:
+        raise ValueError("targets is empty; give one label tensor per head")
+    for i, t in enumerate(targets):
+        if not isinstance(t, Tensor) or t.shape != (len(inputs),):
+            raise ValueError(f"targets[{i}] must be a tensor of {len(inputs)} labels")
+    return [
+        model_loss(model, lambda out, y, i=i: F.cross_entropy(out[i], y), inputs, t)
+        for i, t in enumerate(targets)
+    ]
+
+
+def head_accuracies(
+    model: torch.nn.Module, params: Params, inputs: Tensor, targets: Sequence[Tensor]
+) -> list[float]:
+    """Accuracy of each head of a multi-head model with parameters ``params`` (no gradients)."""
+    from torch.func import functional_call
+
+    with torch.no_grad():
+        outs = functional_call(model, dict(params), (inputs,))
+    if len(outs) != len(targets):
+        raise ValueError(f"the model has {len(outs)} heads but {len(targets)} label tensors were given")
+    return [float((o.argmax(-1) == t).float().mean()) for o, t in zip(outs, targets, strict=True)]
+
+
+__all__ = [
+    "LABELINGS",
+    "TwoTaskSplit",
+    "alternating_update",
+    "conflict_free_loss",
+    "conflict_free_update",
+    "conflict_gradient",
+    "digits_two_tasks",
+    "flatness_field",
+    "head_accuracies",
+    "head_losses",
+    "pcgrad",
+    "pcgrad_update",
+    "product_tasks",
+    "relabel",
+    "summed_update",
+    "task_metrics",
+]

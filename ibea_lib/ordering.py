@@ -1,0 +1,197 @@
+"""Task order and its correction: what the Lie bracket predicts, and how to remove it.
+
+One gradient step on task A then one on task B (step h) ends at θ_AB; the other order ends at
+θ_BA. Expanding both to second order (FORMULAS §3),
+
+    θ_AB − θ_BA = h² [∇L_A, ∇L_B] + O(h³),   [∇L_A, ∇L_B] = H_B ∇L_A − H_A ∇L_B,
+
+so for any evaluation loss L_E,
+
+    L_E(θ_AB) − L_E(θ_BA) = h² ⟨∇L_E, [∇L_A, ∇L_B]⟩ + O(h³).
+
+A positive value predicts that B then A ends lower on E. With k steps per task, h becomes the
+time t = k·h spent on each task (:func:`predicted_order_gap`).
+
+The same expansion says that one sweep over tasks 1, …, n follows the modified field
+−∇(Σ L_i + (h/4) Σ ‖∇L_i‖²) + (h/2) Σ_{i<j} [∇L_i, ∇L_j]. Subtracting (h²/2) Σ_{i<j} [∇L_i, ∇L_j]
+from the sweep (:func:`bracket_corrected_steps`) removes the bracket term: the corrected update
+follows the flow of the *order-free* field (:func:`order_free_field`) to O(h³) per step.
+
+Also here: a class-balanced replay buffer for continual learning, and the Wilson interval for
+the fraction of correct predictions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .autodiff import Loss, check_losses, evaluate, grad
+from .bea import gd_field, lie_bracket
+from .integrate import gd_step
+from .pytree import Params, axpy, check_lr, check_params, dot, tree_map
+
+__all__ = [
+    "bracket_corrected_steps",
+    "bracket_sum",
+    "order_free_field",
+    "order_gap",
+    "predicted_order_gap",
+    "replay_buffer",
+    "train_in_order",
+    "wilson_interval",
+]
+
+
+def _check_steps(steps: int, name: str = "steps_per_task") -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"{name} must be a positive integer, got {steps!r}")
+    return steps
+
+
+def train_in_order(
+    losses: Sequence[Loss], params: Params, lr: float, steps_per_task: int = 1
+) -> Params:
+    """``steps_per_task`` GD steps of size h on each loss in turn, in the given order."""
+    h = check_lr(lr)
+    k = _check_steps(steps_per_task)
+    theta = params
+    for loss in check_losses(losses):
+        for _ in range(k):
+            theta = gd_step(loss, theta, h)
+    return theta
+
+
+def order_gap(
+    loss_a: Loss,
+    loss_b: Loss,
+    loss_e: Loss,
+    params: Params,
+    lr: float,
+    steps_per_task: int = 1,
+) -> float:
+    """L_E(θ_AB) − L_E(θ_BA): the measured effect of the order (k steps on each task).
+
+    Positive means that training B first and A last ends with the lower loss on E.
+    """
+    check_params(params)
+    theta_ab = train_in_order([loss_a, loss_b], params, lr, steps_per_task)
+    theta_ba = train_in_order([loss_b, loss_a], params, lr, steps_per_task)
+    with torch.no_grad():
+        return float(evaluate(loss_e, theta_ab, "loss_e") - evaluate(loss_e, theta_ba, "loss_e"))
+
+
+def predicted_order_gap(
+    loss_a: Loss,
+    loss_b: Loss,
+    loss_e: Loss,
+    params: Params,
+    lr: float,
+    steps_per_task: int = 1,
+) -> float:
+    """The bracket's prediction of :func:`order_gap`: t² ⟨∇L_E, [∇L_A, ∇L_B]⟩ with t = k·h.
+
+    Exact to O(t³) for one step per task (k = 1); for k > 1 it is the same leading term for
+    the composition of the two task flows over time t each (an extrapolation when t is not
+    small). Its sign does not depend on h: only the magnitude does.
+    """
+    h = check_lr(lr)
+    t = _check_steps(steps_per_task) * h
+    bracket = lie_bracket(loss_a, loss_b, params)
+    return float(t * t * dot(grad(loss_e, params), bracket))
+
+
+def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
+    """Σ_{i<j} [∇L_i, ∇L_j](θ) over the ordered tasks (one bracket for two tasks)."""
+    losses = check_losses(losses)
+    if len(losses) < 2:
+        raise ValueError(f"a bracket needs at least two losses, got {len(losses)}")
+    total = None
+    for i in range(len(losses)):
+        for j in range(i + 1, len(losses)):
+            b = lie_bracket(losses[i], losses[j], params)
+            total = b if total is None else tree_map(torch.add, total, b)
+    return total
+
+
+def bracket_corrected_steps(
+    losses: Sequence[Loss], params: Params, lr: float, at: str = "start"
+) -> Params:
+    """One GD step per task in order, then −(h²/2) Σ_{i<j} [∇L_i, ∇L_j].
+
+    ``at`` is where the brackets are evaluated: ``"start"`` (θ, before the sweep) or ``"end"``
+    (after it). Both make the update follow the flow of :func:`order_free_field` for time h
+    to O(h³), because moving the evaluation point by O(h) changes the correction by O(h³).
+    For two tasks the result equals the average of the two orders, (θ_12 + θ_21)/2, to O(h³)
+    (exactly, for quadratics with ``at="start"``).
+    """
+    h = check_lr(lr)
+    losses = check_losses(losses)
+    if at not in ("start", "end"):
+        raise ValueError(f"at must be 'start' or 'end', got {at!r}")
+    theta = params
+    for loss in losses:
+        theta = gd_step(loss, theta, h)
+    where = params if at == "start" else theta
+    return axpy(-(h * h) / 2, bracket_sum(losses, where), theta)
+
+
+def order_free_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
+    """F = −∇(Σ_i L_i + (h/4) Σ_i ‖∇L_i‖²) = Σ_i (−∇L_i − (h/2) H_i ∇L_i).
+
+    The sequential modified field without its bracket term, and the multitask one without its
+    conflict term (h/2) Σ_{i<j} ⟨∇L_i, ∇L_j⟩.
+    """
+    h = check_lr(lr)
+    fields = [gd_field(loss, params, h) for loss in check_losses(losses)]
+    total = fields[0]
+    for f in fields[1:]:
+        total = tree_map(torch.add, total, f)
+    return total
+
+
+def replay_buffer(labels: Tensor, size: int, seed: int) -> Tensor:
+    """Indices of a class-balanced random sample of ``size`` examples (a small episodic memory).
+
+    Each class present in ``labels`` gets ``size // n_classes`` examples, and the remainder goes
+    to the first classes, one each; indices are sorted. Deterministic given ``seed``.
+    """
+    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.is_floating_point():
+        raise TypeError("labels must be a 1-D tensor of integer class labels")
+    classes = torch.unique(labels.cpu())
+    if isinstance(size, bool) or not isinstance(size, int) or not len(classes) <= size <= len(labels):
+        raise ValueError(
+            f"size must be an integer between the number of classes ({len(classes)}) and the "
+            f"number of examples ({len(labels)}), got {size!r}"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    base, extra = divmod(size, len(classes))
+    chosen = []
+    for i, c in enumerate(classes):
+        idx = torch.nonzero(labels.cpu() == c).flatten()
+        want = base + (1 if i < extra else 0)
+        if want > len(idx):
+            raise ValueError(f"class {int(c)} has only {len(idx)} examples, {want} requested")
+        chosen.append(idx[torch.randperm(len(idx), generator=gen)[:want]])
+    return torch.sort(torch.cat(chosen)).values.to(labels.device)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% for z = 1.96).
+
+    (p̂ + z²/2n ± z √(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n), with p̂ = successes / trials.
+    """
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials must be a positive integer, got {trials!r}")
+    if isinstance(successes, bool) or not isinstance(successes, int) or not 0 <= successes <= trials:
+        raise ValueError(f"successes must be an integer in [0, {trials}], got {successes!r}")
+    if not z > 0:
+        raise ValueError(f"z must be > 0, got {z}")
+    n, p = trials, successes / trials
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    denom = 1 + z * z / n
+    return max(0.0, (centre - half) / denom), min(1.0, (centre + half) / denom)

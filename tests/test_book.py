@@ -1,0 +1,62 @@
+"""The book's structure: table of contents, Colab cells, configuration."""
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import sync_notebooks  # noqa: E402
+
+
+def chapters() -> list[pathlib.Path]:
+    return sorted((ROOT / "book").glob("*.ipynb"))
+
+
+def toc_files() -> list[str]:
+    return re.findall(r"file:\s*(\S+)", (ROOT / "_toc.yml").read_text())
+
+
+def test_every_toc_entry_exists_and_every_chapter_is_listed():
+    listed = toc_files()
+    for entry in listed:
+        assert any((ROOT / f"{entry}{ext}").exists() for ext in (".ipynb", ".md")), entry
+    for nb in chapters():
+        assert str(nb.relative_to(ROOT).with_suffix("")) in listed, f"{nb.name} is not in _toc.yml"
+
+
+def test_colab_cells_follow_the_repository_setting():
+    url, branch = sync_notebooks.repository()
+    assert url.startswith("https://github.com/") and branch
+    expected = sync_notebooks.colab_source(url, branch)
+    for nb_path in chapters():
+        first = json.loads(nb_path.read_text())["cells"][0]
+        assert sync_notebooks.TAG in first["metadata"].get("tags", []), nb_path.name
+        assert "".join(first["source"]) == expected, f"{nb_path.name}: run tools/sync_notebooks.py"
+
+
+def test_colab_cell_does_nothing_outside_colab():
+    source = sync_notebooks.colab_source("https://github.com/x/y", "main")
+    assert source.count('if "google.colab" in sys.modules:') == 1
+    # The install must not replace Colab's torch: no torch pin, no --upgrade, no -r requirements.
+    install = source.splitlines()[-1]
+    assert "torch" not in install and "--upgrade" not in install and "requirements" not in install
+
+
+def test_sync_check_passes():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "sync_notebooks.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_offline_assets_are_configured():
+    config = (ROOT / "_config.yml").read_text()
+    assert 'mathjax_path: "mathjax/tex-chtml.js"' in config
+    assert '"widgets/embed-amd.js"' in config and '"widgets/require.js"' in config
+    assert 'html_static_path: ["vendor"]' in config
+    fetch = (ROOT / "tools" / "fetch_assets.sh").read_text()
+    assert "tex-chtml.js" in fetch and "embed-amd.js" in fetch and "require.js" in fetch

@@ -1,0 +1,101 @@
+"""Tests of ibea_lib.continual against closed forms and independent computations."""
+
+import math
+
+import pytest
+import torch
+
+import ibea_lib as ib
+from ibea_lib import continual as cl
+
+
+def _quads(d=4, seeds=(1, 2, 3)):
+    tasks = [ib.data.random_quadratic(d, s) for s in seeds]
+    return tasks, [ib.data.quadratic_loss(A, b) for A, b in tasks]
+
+
+def test_field_bracket_matches_lie_bracket_and_closed_form():
+    (ta, tb, _), (la, lb, _) = _quads()
+    theta = torch.randn(4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    X, Y = torch.func.grad(la), torch.func.grad(lb)
+    closed = cl.quadratic_bracket(*ta, *tb, theta)
+    assert torch.allclose(cl.field_bracket(X, Y, theta), closed, atol=1e-12)
+    assert torch.allclose(ib.lie_bracket(la, lb, theta), closed, atol=1e-12)
+
+
+def test_field_jacobian_linear_field():
+    M = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    J = cl.field_jacobian(lambda x: M @ x, torch.ones(2, dtype=torch.float64))
+    assert torch.allclose(J, M)
+
+
+def test_parallelogram_gap_is_s_squared_bracket():
+    X = lambda x: torch.stack([torch.ones_like(x[0]), torch.zeros_like(x[0])])  # noqa: E731
+    Y = lambda x: torch.stack([torch.zeros_like(x[0]), x[0]])  # noqa: E731  [X,Y] = (0, 1)
+    x0 = torch.zeros(2, dtype=torch.float64)
+    for s in (0.1, 0.3):
+        out = cl.parallelogram(X, Y, x0, s, steps=20)
+        # exact here: X then Y ends at (s, s²), Y then X at (s, 0)
+        assert torch.allclose(out["gap"], torch.tensor([0.0, s * s], dtype=torch.float64), atol=1e-12)
+        assert out["xy"].shape == (41, 2)
+
+
+def test_flow_path_exponential():
+    path = cl.flow_path(lambda x: -x, torch.ones(1, dtype=torch.float64), 1.0, steps=40)
+    assert abs(float(path[-1, 0]) - math.exp(-1)) < 1e-7
+
+
+def test_order_gap_exact_for_quadratics():
+    (ta, tb, _), (la, lb, _) = _quads()
+    theta = torch.randn(4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    h = 0.1
+    gap = cl.order_gap(la, lb, theta, h)
+    assert torch.allclose(gap, h * h * cl.quadratic_bracket(*ta, *tb, theta), atol=1e-13)
+
+
+def test_order_averaged_field_is_mean_of_sequential_fields():
+    _, losses = _quads()
+    theta = torch.randn(4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    mean = cl.mean_over_orders(ib.sequential_field, losses, theta, 0.05)
+    assert torch.allclose(cl.order_averaged_field(losses, theta, 0.05), mean, atol=1e-12)
+    # and the flipped field is off from the true one by exactly h Σ brackets
+    diff = ib.sequential_field(losses, theta, 0.05) - cl.flipped_sequential_field(losses, theta, 0.05)
+    assert torch.allclose(diff, 0.05 * cl.bracket_sum(losses, theta), atol=1e-12)
+
+
+def test_rotated_quadratic_minimum_and_eigs():
+    A, b = cl.rotated_quadratic(0.7, (1.0, -2.0), (2.0, 0.5))
+    assert torch.allclose(torch.linalg.solve(A, -b), torch.tensor([1.0, -2.0], dtype=torch.float64))
+    assert torch.allclose(torch.linalg.eigvalsh(A), torch.tensor([0.5, 2.0], dtype=torch.float64))
+    with pytest.raises(ValueError):
+        cl.rotated_quadratic(0.0, eigs=(1.0, -1.0))
+
+
+def test_forgetting_terms_predict_one_step():
+    (ta, tb, _), (la, lb, _) = _quads()
+    theta = torch.linalg.solve(ta[0], -ta[1])  # minimum of task A
+    errs = []
+    for h in (0.04, 0.02, 0.01):
+        t = cl.forgetting_terms(la, lb, theta, h)
+        assert abs(t["first"]) < 1e-12
+        assert t["second"] == pytest.approx(t["bracket_part"], rel=1e-10)
+        actual = float(la(ib.gd_step(lb, theta, h)) - la(theta))
+        errs.append(abs(actual - t["predicted"]))
+    assert max(errs) < 1e-12  # exact for quadratics (L_A is quadratic)
+
+
+def test_correlations():
+    assert cl.pearson([1, 2, 3, 4], [2, 4, 6, 8]) == pytest.approx(1.0)
+    assert cl.spearman([1, 2, 3, 4], [1, 8, 27, 64]) == pytest.approx(1.0)
+    assert cl.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    with pytest.raises(ZeroDivisionError):
+        cl.pearson([1, 2, 3], [1, 1, 1])
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError):
+        cl.flow_path(lambda x: x, torch.zeros(2, dtype=torch.float64), 1.0, steps=0)
+    with pytest.raises(TypeError):
+        cl.field_jacobian(lambda x: x, [1.0, 2.0])
+    with pytest.raises(ValueError):
+        cl.bracket_sum([lambda p: p.sum()], torch.zeros(2))

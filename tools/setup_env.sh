@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create (or refresh) the project's virtual environment in .venv and install the pinned book
+# environment (requirements.txt) plus ibea_lib itself (editable). Idempotent and quiet: it
+# reinstalls only when requirements.txt or pyproject.toml changed.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+stamp=.venv/.ibea-installed
+want="$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "[setup] installing requirements.txt and ibea_lib into .venv (a few minutes the first time)"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -r requirements.txt
+  .venv/bin/python -m pip install --quiet --no-deps -e .
+  echo "$want" > "$stamp"
+fi
