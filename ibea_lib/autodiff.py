@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from .pytree import Params, check_params, check_same_structure, dot, rebuild, tensors
+from .pytree import Params, check_params, check_same_structure, dot, rebuild, tensors, tree_map
 
 Loss = Callable[[Params], Tensor]
 """A function ``params -> 0-dim tensor``."""
@@ -119,6 +119,7 @@ def _detach(tree: Params) -> Params:
     return rebuild(tree, [t.detach() for t in tensors(tree)])
 
 
+@torch.enable_grad()
 def value_and_grad(loss: Loss, params: Params, *, create_graph: bool = False) -> tuple[Tensor, Params]:
     """(L(θ), ∇L(θ)). With ``create_graph=True`` both stay differentiable."""
     leaves, attached = _leaves(params)
@@ -134,13 +135,15 @@ def grad(loss: Loss, params: Params) -> Params:
     return value_and_grad(loss, params)[1]
 
 
+@torch.enable_grad()
 def hvp(loss: Loss, params: Params, v: Params) -> Params:
     """H v = ∇²L(θ) v, by reverse-over-reverse autodiff: ∇_θ ⟨∇L(θ), v⟩ (no Hessian is formed)."""
     check_params(params)
     check_same_structure(params, v)
     leaves, _ = _leaves(params)
     g = _grads(evaluate(loss, leaves), leaves, create_graph=True)
-    hv = _grads(dot(g, _detach(v)), leaves, create_graph=False)
+    s = dot(g, _detach(v))  # no graph when the loss is (at most) linear in params: H = 0
+    hv = _grads(s, leaves, create_graph=False) if s.requires_grad else tree_map(torch.zeros_like, leaves)
     return check_finite(_detach(hv), "the Hessian-vector product")
 
 

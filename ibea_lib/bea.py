@@ -47,6 +47,7 @@ def _total(trees: list[Params]) -> Params:
     return out
 
 
+@torch.enable_grad()
 def lie_bracket(loss_a: Loss, loss_b: Loss, params: Params) -> Params:
     """[∇L_a, ∇L_b](θ) = H_b ∇L_a − H_a ∇L_b.
 
@@ -76,6 +77,7 @@ def cosine(loss_a: Loss, loss_b: Loss, params: Params) -> Tensor:
     return dot(ga, gb) / (na * nb)
 
 
+@torch.enable_grad()
 def modified_loss(loss: Loss, params: Params, lr: float) -> Tensor:
     """L̃ = L + (h/4)‖∇L‖², the loss that gradient descent with step h follows to O(h³).
 
@@ -92,6 +94,7 @@ def modified_loss(loss: Loss, params: Params, lr: float) -> Tensor:
     return out if attached else out.detach()
 
 
+@torch.enable_grad()
 def multitask_terms(losses: Sequence[Loss], params: Params, lr: float) -> dict[str, Tensor]:
     """The modified loss of one GD step on L = Σ_i L_i, split into its three parts.
 
@@ -118,6 +121,7 @@ def multitask_terms(losses: Sequence[Loss], params: Params, lr: float) -> dict[s
     return terms if attached else {k: t.detach() for k, t in terms.items()}
 
 
+@torch.enable_grad()
 def multitask_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
     """F = −∇(L + (h/4)‖∇L‖²) = −G − (h/2) H G with L = Σ_i L_i, G = ∇L, H = ∇²L.
 
@@ -136,6 +140,7 @@ def gd_field(loss: Loss, params: Params, lr: float) -> Params:
     return multitask_field([loss], params, lr)
 
 
+@torch.enable_grad()
 def sequential_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
     """The modified field of one GD step per task, in the given order 1, …, n.
 

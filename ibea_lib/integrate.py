@@ -73,7 +73,7 @@ def local_errors(
     for h in lrs:
         h = check_lr(h, "every entry of lrs")
         reference = flow(lambda p, h=h: field(p, h), params, h, steps)
-        errors.append(float(norm(sub(update(params, h), reference))))
+        errors.append(float(norm(sub(update(params, h), reference)).detach()))
     return errors
 
 

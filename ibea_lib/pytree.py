@@ -9,6 +9,7 @@ linear algebra on such vectors, so that formulas read like the math:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 
 import torch
@@ -160,7 +161,7 @@ def check_lr(lr: float, name: str = "lr") -> float:
         if lr.numel() != 1:
             raise ValueError(f"{name} must be a number, got a tensor of shape {tuple(lr.shape)}")
         lr = lr.item()
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(lr).__name__}")
     lr = float(lr)
     if not math.isfinite(lr):

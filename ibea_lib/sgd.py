@@ -50,6 +50,7 @@ def minibatch_losses(
     return [model_loss(model, criterion, inputs[idx], targets[idx]) for idx in batches]
 
 
+@torch.enable_grad()
 def sgd_modified_loss(batch_losses: Sequence[Loss], params: Params, lr: float) -> Tensor:
     """L + h/(4m) Σ_k ‖∇L_k‖² with L the mean of the m batch losses (differentiable in params)."""
     h = check_lr(lr)

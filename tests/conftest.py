@@ -10,11 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 from hypothesis import settings
-
 from ibea_refs import mlp_problem
 
 # Few, unhurried examples: the whole suite must stay fast on a shared 2-core machine.
-settings.register_profile("ibea", max_examples=25, deadline=None, derandomize=True)
+settings.register_profile("ibea", max_examples=25, deadline=None, derandomize=True, database=None)
 settings.load_profile("ibea")
 
 

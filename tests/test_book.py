@@ -60,3 +60,36 @@ def test_offline_assets_are_configured():
     assert 'html_static_path: ["vendor"]' in config
     fetch = (ROOT / "tools" / "fetch_assets.sh").read_text()
     assert "tex-chtml.js" in fetch and "embed-amd.js" in fetch and "require.js" in fetch
+
+
+def markdown_sources():
+    for nb_path in chapters():
+        for i, cell in enumerate(json.loads(nb_path.read_text())["cells"]):
+            if cell["cell_type"] == "markdown":
+                yield nb_path.name, i, "".join(cell["source"])
+    for md in (ROOT / "book").glob("*.md"):
+        yield md.name, 0, md.read_text()
+
+
+def test_directive_titles_contain_no_backticks():
+    # A backtick fence's info string cannot contain backticks (CommonMark): a title like
+    # ```{prf:theorem} Name {cite:p}`key` is silently shown as a code block. Use :::{prf:theorem}.
+    bad = [
+        f"{name} cell {i}: {line.strip()[:60]}"
+        for name, i, text in markdown_sources()
+        for line in text.splitlines()
+        if re.match(r"\s*```+\{", line) and "`" in re.sub(r"^\s*```+", "", line)
+    ]
+    assert not bad, "directive fences with backticks in their title:\n" + "\n".join(bad)
+
+
+def test_directive_fences_are_balanced():
+    bad = []
+    for name, i, text in markdown_sources():
+        fences = [line.strip() for line in text.splitlines() if re.match(r"\s*(```|:::)", line)]
+        opened = [f for f in fences if re.match(r"(```+|:::+)\{", f)]
+        closed = [f for f in fences if re.fullmatch(r"```+|:::+", f)]
+        plain_code = [f for f in fences if re.match(r"```+\w", f)]
+        if len(opened) + len(plain_code) != len(closed):
+            bad.append(f"{name} cell {i}: {len(opened) + len(plain_code)} fences opened, {len(closed)} closed")
+    assert not bad, "\n".join(bad)

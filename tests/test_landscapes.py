@@ -68,8 +68,8 @@ def test_second_order_field_local_error_order_four():
 def test_global_errors_first_order():
     loss = ls.rosenbrock()
     theta = torch.tensor([-0.5, 1.2], dtype=DT)
-    lrs = [0.01, 0.005, 0.0025]
-    assert 0.9 < ib.fit_order(lrs, ls.global_errors(loss, theta, lrs, 0.5)) < 1.1
+    lrs = [0.004, 0.002, 0.001]
+    assert 0.9 < ib.fit_order(lrs, ls.global_errors(loss, theta, lrs, 0.2, substeps=4)) < 1.1
 
 
 def test_bad_inputs():

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import ibea_lib as ib
 from ibea_refs import (
     F64,
     explicit_grad,
@@ -21,6 +19,8 @@ from ibea_refs import (
     rel_err,
     same_structure,
 )
+
+import ibea_lib as ib
 
 TOL = 1e-8
 H = 0.1  # a learning rate for the formulas that have one

@@ -14,8 +14,11 @@ stamp=.venv/.ibea-installed
 want="$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing requirements.txt and ibea_lib into .venv (a few minutes the first time)"
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -r requirements.txt
-  .venv/bin/python -m pip install --quiet --no-deps -e .
+  quiet_pip() {  # pip's own noise about unused local indexes is dropped; errors still show
+    .venv/bin/python -m pip install --quiet "$@" 2>&1 | { grep -v "^WARNING: Location '" || true; }
+  }
+  quiet_pip --upgrade pip
+  quiet_pip -r requirements.txt
+  quiet_pip --no-deps -e .
   echo "$want" > "$stamp"
 fi
