@@ -28,7 +28,6 @@ the growth is fitted against the parameter count d (a Hessian would need 4·d² 
 Results go to ``benchmarks/results/<device>.json`` (and ``.md``) and are printed.
 """
 
-
 import argparse
 import copy
 import json
@@ -58,8 +57,10 @@ SCALING_SIZES = (
     (784, 2048, 768, 10),
     (784, 4096, 1536, 10),
 )
+QUICK_MAIN_SIZES = (784, 256, 64, 10)
 MEMORY_SIZES = ((784, 256, 64, 10), (784, 1024, 256, 10), (784, 2048, 768, 10), (784, 4096, 1536, 10))
-MEMORY_METHODS = ("two_grads", "lie_bracket", "sequential_fld", "jvp_hvp")
+QUICK_MEMORY_SIZES = ((784, 64, 32, 10), (784, 256, 64, 10))
+MEMORY_METHODS = ("two_grads", "lie_bracket", "sequential_fld", "jvp_hvp", "finite_diff")
 LR = 0.1  # learning rate of the sequential field (does not change its cost)
 
 Params = dict[str, Tensor]
@@ -266,8 +267,9 @@ def time_methods(
 ) -> dict[str, dict[str, float]]:
     """Interleaved timing: every round runs each method once (order rotated each round).
 
-    Returns, per method, the median time (s) and the median over rounds of the per-round ratio
-    time(method)/time(baseline), with the 25% and 75% quantiles of that ratio.
+    Returns, per method, the median and the minimum time (s), the median over rounds of the
+    per-round ratio time(method)/time(baseline) with its 25% and 75% quantiles, and the ratio
+    of the minimum times (``ratio_min``: the least disturbed runs, robust on a busy machine).
     """
     names = list(dict.fromkeys([baseline, *methods]))
     unknown = [n for n in names if n not in METHODS]
@@ -294,6 +296,8 @@ def time_methods(
         q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
         out[n] = {
             "median_s": statistics.median(times[n]),
+            "min_s": min(times[n]),
+            "ratio_min": min(times[n]) / min(times[baseline]),
             "ratio": statistics.median(ratios),
             "ratio_q25": q[0],
             "ratio_q75": q[2],
@@ -328,18 +332,43 @@ def accuracy(problem: Problem, fd_scales: Sequence[float] = (0.01, 0.1, 1.0, 10.
 # ----------------------------------------------------------------------------- memory
 
 
+def _proc_status_bytes(field: str) -> int | None:
+    """``VmRSS`` (current) or ``VmHWM`` (peak) resident memory from /proc/self/status, in bytes."""
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux: write 5 to /proc/self/clear_refs)."""
+    try:
+        pathlib.Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return _proc_status_bytes("VmHWM") is not None
+
+
 def _max_rss_bytes() -> int:
     """Peak resident memory of this process so far (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024
 
 
-def memory_probe(sizes: Sequence[int], method: str, batch: int = 256, device: str = "cpu", repeats: int = 2):
+def memory_probe(
+    sizes: Sequence[int], method: str, batch: int = 256, device: str = "cpu", repeats: int = 2
+) -> dict[str, int]:
     """Extra peak memory (bytes) of ``method`` on top of the problem itself, in this process.
 
     On CUDA: ``torch.cuda.max_memory_allocated`` minus the memory allocated before the call.
-    On the CPU: the growth of the peak resident set size; run it in a fresh process
-    (:func:`measure_memory` does), since that peak never goes down.
+    On Linux: the peak-RSS counter is reset after the set-up, and the extra memory is the peak
+    during the calls minus the resident memory before them. Elsewhere: the growth of
+    ``ru_maxrss``, which only sees the method if it goes above the set-up's own peak. Freed
+    memory that the allocator keeps is reused, so run each measurement in a fresh process
+    (:func:`measure_memory` does).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
@@ -350,14 +379,19 @@ def memory_probe(sizes: Sequence[int], method: str, batch: int = 256, device: st
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
         before = torch.cuda.memory_allocated(dev)
-    else:
-        before = _max_rss_bytes()
+        for _ in range(repeats):
+            METHODS[method](problem)
+        torch.cuda.synchronize(dev)
+        return {"d": problem.d, "extra_bytes": torch.cuda.max_memory_allocated(dev) - before, "how": "cuda"}
+    if _reset_peak_rss():
+        before = _proc_status_bytes("VmRSS")
+        for _ in range(repeats):
+            METHODS[method](problem)
+        return {"d": problem.d, "extra_bytes": _proc_status_bytes("VmHWM") - before, "how": "VmHWM"}
+    before = _max_rss_bytes()
     for _ in range(repeats):
         METHODS[method](problem)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        return {"d": problem.d, "extra_bytes": torch.cuda.max_memory_allocated(dev) - before}
-    return {"d": problem.d, "extra_bytes": _max_rss_bytes() - before}
+    return {"d": problem.d, "extra_bytes": _max_rss_bytes() - before, "how": "ru_maxrss"}
 
 
 def measure_memory(
@@ -420,6 +454,7 @@ def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
 
 def _rounds_for(problem: Problem, budget_s: float, n_methods: int, lo: int = 3, hi: int = 20) -> int:
     """How many interleaved rounds fit in ``budget_s`` (a method costs about 3 baselines)."""
+    two_grads(problem)  # the first call is a warm-up
     t0 = time.perf_counter()
     two_grads(problem)
     _sync(problem.inputs.device)
@@ -432,19 +467,22 @@ def run_benchmark(
     quick: bool = False,
     threads: int = 2,
     device: str = "cpu",
-    main_sizes: Sequence[int] = MAIN_SIZES,
+    main_sizes: Sequence[int] | None = None,
     scaling_sizes: Sequence[Sequence[int]] | None = None,
     memory_sizes: Sequence[Sequence[int]] | None = None,
+    memory_methods: Sequence[str] | None = None,
     batch: int = 256,
     progress: bool = True,
 ) -> dict[str, object]:
     """The whole benchmark: main timing table, accuracy, scaling with d and memory growth."""
     torch.set_num_threads(threads)
     say = print if progress else (lambda *a, **k: None)
+    if main_sizes is None:
+        main_sizes = QUICK_MAIN_SIZES if quick else MAIN_SIZES
     if scaling_sizes is None:
         scaling_sizes = SCALING_SIZES[:2] if quick else SCALING_SIZES
     if memory_sizes is None:
-        memory_sizes = MEMORY_SIZES[:2] if quick else MEMORY_SIZES
+        memory_sizes = QUICK_MEMORY_SIZES if quick else MEMORY_SIZES
     started = time.time()
     result: dict[str, object] = {
         "config": {
@@ -468,17 +506,20 @@ def run_benchmark(
     say(f"[1/4] timing all methods on {'-'.join(map(str, main_sizes))} (d = {problem.d:,}), {rounds} rounds")
     result["main"] = time_methods(problem, tuple(METHODS), rounds=rounds, warmup=1)
     say("[2/4] accuracy against a float64 bracket")
-    result["accuracy"] = accuracy(problem, (0.1, 1.0, 10.0) if quick else (0.01, 0.1, 1.0, 10.0, 100.0))
+    result["accuracy"] = accuracy(problem, (1.0,) if quick else (0.01, 0.1, 1.0, 10.0, 100.0))
     scaling_methods = ("lie_bracket", "sequential_fld", "jvp_hvp", "finite_diff")
     result["scaling"] = []
     for sizes in scaling_sizes:
         p = make_problem(sizes, batch, device=device)
-        r = _rounds_for(p, 4.0 if quick else 25.0, len(scaling_methods) + 1, lo=3, hi=5 if quick else 15)
+        r = _rounds_for(
+            p, 4.0 if quick else 25.0, len(scaling_methods) + 1, lo=3 if quick else 5, hi=5 if quick else 15
+        )
         say(f"[3/4] scaling: {'-'.join(map(str, sizes))} (d = {p.d:,}), {r} rounds")
         timing = time_methods(p, scaling_methods, rounds=r, warmup=1)
         result["scaling"].append({"sizes": list(sizes), "d": p.d, "rounds": r, "timing": timing})
         del p
-    memory_methods = MEMORY_METHODS[:2] if quick else MEMORY_METHODS
+    if memory_methods is None:
+        memory_methods = ("lie_bracket",) if quick else MEMORY_METHODS
     say(f"[4/4] memory: {len(memory_sizes)} sizes x {len(memory_methods)} methods, fresh processes")
     result["memory"] = measure_memory(memory_sizes, memory_methods, batch, device, threads)
     result["config"]["load_average_end"] = list(_loadavg())
@@ -507,9 +548,9 @@ def report(result: dict[str, object]) -> str:
         "",
         f"## Main network {'-'.join(map(str, c['main_sizes']))} (d = {c['main_params']:,})",
         "",
-        "| method | median time (ms) | ratio to two gradients | ratio quartiles | rel. error vs float64 "
-        "| rel. error vs ib.lie_bracket |",
-        "| --- | ---: | ---: | --- | ---: | ---: |",
+        "| method | median time (ms) | ratio to two gradients (median) | quartiles | ratio of fastest runs "
+        "| rel. error vs float64 | rel. error vs ib.lie_bracket |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     acc = result["accuracy"]
     for n, t in result["main"].items():
@@ -517,7 +558,7 @@ def report(result: dict[str, object]) -> str:
         elib = acc["vs_lie_bracket"].get(n)
         lines.append(
             f"| {n} | {1e3 * t['median_s']:.1f} | {t['ratio']:.2f} "
-            f"| {t['ratio_q25']:.2f}–{t['ratio_q75']:.2f} "
+            f"| {t['ratio_q25']:.2f}–{t['ratio_q75']:.2f} | {t['ratio_min']:.2f} "
             f"| {'' if e64 is None else f'{e64:.1e}'} | {'' if elib is None else f'{elib:.1e}'} |"
         )
     lines += [
@@ -527,7 +568,7 @@ def report(result: dict[str, object]) -> str:
         "rel. error vs float64 for multiples of the default step: "
         + ", ".join(f"×{s}: {e:.1e}" for s, e in acc["fd_scan"].items()),
         "",
-        "## Scaling with the number of parameters (ratio to two gradients, median)",
+        "## Scaling with the number of parameters (ratio to two gradients: median, fastest runs)",
         "",
         "| network | d | two grads (ms) | " + " | ".join(result["scaling"][0]["timing"]) + " |",
         "| --- | ---: | ---: |" + " ---: |" * len(result["scaling"][0]["timing"]),
@@ -536,7 +577,7 @@ def report(result: dict[str, object]) -> str:
         t = s["timing"]
         lines.append(
             f"| {'-'.join(map(str, s['sizes']))} | {s['d']:,} | {1e3 * t['two_grads']['median_s']:.1f} | "
-            + " | ".join(f"{v['ratio']:.2f}" for v in t.values())
+            + " | ".join(f"{v['ratio']:.2f}, {v['ratio_min']:.2f}" for v in t.values())
             + " |"
         )
     lines += [
@@ -566,10 +607,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object] | None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--batch", type=int, default=256, help="batch size of each task (default 256)")
     parser.add_argument(
-        "--main", default="-".join(map(str, MAIN_SIZES)), help="main network (784-1024-256-10)"
+        "--main", default=None, help="main network (default 784-1024-256-10; with --quick 784-256-64-10)"
     )
     parser.add_argument("--sizes", nargs="+", default=None, help="networks of the scaling table")
     parser.add_argument("--memory-sizes", nargs="+", default=None, help="networks of the memory fit")
+    parser.add_argument("--memory-methods", nargs="+", default=None, help="methods of the memory fit")
     parser.add_argument("--out", default=None, help="output JSON (default benchmarks/results/<device>.json)")
     parser.add_argument("--probe-memory", nargs=2, metavar=("SIZES", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -583,9 +625,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object] | None:
         quick=args.quick,
         threads=args.threads,
         device=args.device,
-        main_sizes=parse_sizes(args.main),
+        main_sizes=None if args.main is None else parse_sizes(args.main),
         scaling_sizes=None if args.sizes is None else [parse_sizes(s) for s in args.sizes],
         memory_sizes=None if args.memory_sizes is None else [parse_sizes(s) for s in args.memory_sizes],
+        memory_methods=args.memory_methods,
         batch=args.batch,
     )
     text = report(result)

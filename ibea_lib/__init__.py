@@ -11,13 +11,32 @@ tensors, and every vector returned has the same structure, device and dtype. The
 ``multitask_terms(Ls, θ, h)``                loss, flatness, conflict and modified loss
 ``gd_field``, ``multitask_field``,           modified vector fields of GD, of GD on Σ L_i,
 ``sequential_field``                         and of one step per task in a fixed order
+``order_averaged_field``, ``bracket_sum``    the field without brackets, and Σ_{i<j} [∇L_i, ∇L_j]
 ``flow``, ``gd_step``, ``sequential_steps``  reference RK4 flow and the discrete updates
 ==========================================  ====================================================
+
+Submodules: ``data`` (tasks), ``models``, ``training`` (loops, metrics), ``plotting``, ``widgets``,
+``landscapes`` (2-D losses, Part I), ``sgd``, ``multitask`` (Part II), ``continual`` (Part III),
+``experiments`` and ``ordering`` (Part IV).
 
 Conventions (sign of the bracket, time normalization) are those of the book's FORMULAS page.
 """
 
-from . import data, integrate, models, plotting, pytree, training, widgets
+from . import (
+    continual,
+    data,
+    experiments,
+    integrate,
+    landscapes,
+    models,
+    multitask,
+    ordering,
+    plotting,
+    pytree,
+    sgd,
+    training,
+    widgets,
+)
 from .autodiff import (
     Loss,
     grad,
@@ -30,20 +49,39 @@ from .autodiff import (
 )
 from .bea import (
     alignment,
+    bracket_sum,
     cosine,
     gd_field,
     lie_bracket,
     modified_loss,
     multitask_field,
     multitask_terms,
+    order_averaged_field,
     sequential_field,
 )
+from .continual import order_gap
 from .integrate import fit_order, flow, gd_step, geometric_lrs, local_errors, sequential_steps
+from .multitask import conflict_free_loss, pcgrad
+from .ordering import bracket_corrected_steps
 from .pytree import Params, add, axpy, clone, dot, flatten, norm, scale, sub, unflatten, zeros_like
+from .sgd import sgd_modified_loss
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "continual",
+    "experiments",
+    "landscapes",
+    "multitask",
+    "ordering",
+    "sgd",
+    "bracket_corrected_steps",
+    "bracket_sum",
+    "conflict_free_loss",
+    "order_averaged_field",
+    "order_gap",
+    "pcgrad",
+    "sgd_modified_loss",
     "data",
     "integrate",
     "models",

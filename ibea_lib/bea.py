@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .autodiff import Loss, _detach, _grads, _leaves, check_finite, check_losses, evaluate, grad
-from .pytree import Params, axpy, check_lr, dot, norm, rebuild, scale, tensors, tree_map
+from .pytree import Params, axpy, check_lr, dot, norm, rebuild, scale, tensors, tree_map, zeros_like
 
 
 def _values_and_graph_grads(losses: Sequence[Loss], params: Params):
@@ -147,20 +147,52 @@ def sequential_field(losses: Sequence[Loss], params: Params, lr: float) -> Param
     F = −∇(Σ_i L_i + (h/4) Σ_i ‖∇L_i‖²) + (h/2) Σ_{i<j} [∇L_i, ∇L_j]
     (the whole sweep follows its flow for time h, to O(h³)). All the Hessian terms are
     gathered into one reverse pass: the coefficient of H_k is
-    u_k = (h/2)(Σ_{i<k} g_i − g_k − Σ_{j>k} g_j).
+    u_k = (h/2)(Σ_{i<k} g_i − g_k − Σ_{j>k} g_j) = (h/2)(2 P_k − G), with the prefix sum
+    P_k = Σ_{i<k} g_i and the total G = Σ_i g_i.
     """
     h = check_lr(lr)
     leaves, _, _, gs = _values_and_graph_grads(check_losses(losses), params)
     detached = [_detach(g) for g in gs]
-    us = []
-    for k in range(len(gs)):
-        before = [detached[i] for i in range(k)]
-        after = [detached[j] for j in range(k + 1, len(gs))]
-        u = scale(detached[k], -1.0)
-        for g in before:
-            u = tree_map(torch.add, u, g)
-        for g in after:
-            u = tree_map(torch.sub, u, g)
-        us.append(scale(u, h / 2))
-    field = axpy(-1.0, _total(detached), _sum_of_hvps(leaves, gs, us))
+    total = _total(detached)
+    us, prefix = [], zeros_like(total)
+    for g in detached:
+        us.append(axpy(-h / 2, total, scale(prefix, h)))
+        prefix = tree_map(torch.add, prefix, g)
+    field = axpy(-1.0, total, _sum_of_hvps(leaves, gs, us))
     return check_finite(field, "the sequential modified field")
+
+
+@torch.enable_grad()
+def order_averaged_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
+    """F̄ = −∇(Σ_i L_i + (h/4) Σ_i ‖∇L_i‖²) = −Σ_i g_i − (h/2) Σ_i H_i g_i.
+
+    The sequential field without its brackets: the mean of :func:`sequential_field` over all
+    task orders (random reshuffling), and the multitask field without the conflict term.
+    One reverse pass for all the Hessian terms.
+    """
+    h = check_lr(lr)
+    leaves, _, _, gs = _values_and_graph_grads(check_losses(losses), params)
+    detached = [_detach(g) for g in gs]
+    hvps = _sum_of_hvps(leaves, gs, [scale(g, -h / 2) for g in detached])
+    return check_finite(axpy(-1.0, _total(detached), hvps), "the order-averaged field")
+
+
+@torch.enable_grad()
+def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
+    """Σ_{i<j} [∇L_i, ∇L_j] for the tasks in the given order (one reverse pass).
+
+    The coefficient of H_k is Σ_{i<k} g_i − Σ_{j>k} g_j = 2 P_k + g_k − G (prefix sum
+    P_k = Σ_{i<k} g_i, total G). A sweep in this order follows
+    :func:`order_averaged_field` + (h/2)·bracket_sum (that is, :func:`sequential_field`).
+    """
+    losses = check_losses(losses)
+    if len(losses) < 2:
+        raise ValueError("bracket_sum needs at least two losses")
+    leaves, _, _, gs = _values_and_graph_grads(losses, params)
+    detached = [_detach(g) for g in gs]
+    total = _total(detached)
+    us, prefix = [], zeros_like(total)
+    for g in detached:
+        us.append(axpy(-1.0, total, axpy(2.0, prefix, g)))
+        prefix = tree_map(torch.add, prefix, g)
+    return check_finite(_detach(_sum_of_hvps(leaves, gs, us)), "the bracket sum")

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .autodiff import Loss, check_losses, grad, hvp, model_loss
-from .bea import lie_bracket, sequential_field
+from .bea import bracket_sum, lie_bracket, order_averaged_field, sequential_field  # noqa: F401 (re-exported)
 from .data import Split
 from .integrate import sequential_steps
 from .pytree import Params, axpy, check_lr, dot, scale, sub, tree_map
@@ -113,21 +113,6 @@ def order_gap(loss_a: Loss, loss_b: Loss, params: Params, lr: float) -> Params:
     return sub(sequential_steps([loss_a, loss_b], params, h), sequential_steps([loss_b, loss_a], params, h))
 
 
-def order_averaged_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
-    """F̄ = −∇(Σ_i L_i + (h/4) Σ_i ‖∇L_i‖²) = −Σ_i g_i − (h/2) Σ_i H_i g_i.
-
-    The mean of :func:`ibea_lib.sequential_field` over all n! task orders (the brackets cancel);
-    also the sequential field *without* its bracket term.
-    """
-    h = check_lr(lr)
-    field = None
-    for loss in check_losses(losses):
-        g = grad(loss, params)
-        term = axpy(-h / 2, hvp(loss, params, g), scale(g, -1.0))
-        field = term if field is None else tree_map(torch.add, field, term)
-    return field
-
-
 def mean_over_orders(
     fn: Callable[[Sequence[Loss], Params, float], Params],
     losses: Sequence[Loss],
@@ -152,19 +137,6 @@ def flipped_sequential_field(losses: Sequence[Loss], params: Params, lr: float) 
     −∇(Σ L_i + (h/4)Σ‖g_i‖²) − (h/2)Σ_{i<j}[g_i, g_j] = 2 F̄ − F_seq.
     """
     return sub(scale(order_averaged_field(losses, params, lr), 2.0), sequential_field(losses, params, lr))
-
-
-def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
-    """Σ_{i<j} [∇L_i, ∇L_j] for the tasks in the given order."""
-    losses = check_losses(losses)
-    if len(losses) < 2:
-        raise ValueError("bracket_sum needs at least two losses")
-    total = None
-    for i in range(len(losses)):
-        for j in range(i + 1, len(losses)):
-            b = lie_bracket(losses[i], losses[j], params)
-            total = b if total is None else tree_map(torch.add, total, b)
-    return total
 
 
 # --------------------------------------------------------------------------- 2-D task families
@@ -273,3 +245,63 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation (Pearson correlation of the ranks)."""
     return pearson(rank(x), rank(y))
+
+
+def train_phase(
+    model: torch.nn.Module,
+    params: Params,
+    task_loss: Loss | Callable[[int], Loss],
+    lr: float,
+    steps: int,
+    *,
+    watch: tuple[Loss, Split] | None = None,
+    every: int = 10,
+    desc: str | None = None,
+    progress: bool = True,
+) -> tuple[Params, dict[str, list[float]]]:
+    """Full-batch GD on a task for ``steps`` steps, watching an earlier task A.
+
+    ``task_loss`` is a loss, or a function ``step -> loss`` (a task that changes during the phase,
+    e.g. a gradual shift; step counts from 1). With ``watch = (loss_A, split_A)`` the history holds,
+    every ``every`` steps: ``bracket`` = ‖[∇L_A, ∇L_cur]‖ (``loss_A`` is A's training loss, L_cur the
+    task of the next step), ``loss_a`` and ``acc_a`` (test loss and accuracy of task A).
+    """
+    h = check_lr(lr)
+    current = task_loss if _is_schedule(task_loss) else (lambda step: task_loss)
+
+    def update(p: Params, step: int) -> Params:
+        return axpy(-h, grad(current(step), p), p)
+
+    record = None
+    if watch is not None:
+        loss_a, split_a = watch
+
+        def record(p: Params, step: int) -> dict[str, float]:
+            ev = evaluate_task(model, p, split_a)
+            br = lie_bracket(loss_a, current(min(step + 1, steps)), p)
+            return {"bracket": float(torch.sqrt(dot(br, br))), "loss_a": ev["loss"], "acc_a": ev["acc"]}
+
+    from .training import run
+
+    return run(params, update, steps, record=record, every=every, desc=desc, progress=progress)
+
+
+def _is_schedule(task_loss) -> bool:
+    """True for a ``step -> loss`` schedule (marked with ``schedule.is_schedule = True``)."""
+    if not callable(task_loss):
+        raise TypeError(f"task_loss must be a loss or a schedule, got {type(task_loss).__name__}")
+    return bool(getattr(task_loss, "is_schedule", False))
+
+
+def schedule(losses: Sequence[Loss], steps: int) -> Callable[[int], Loss]:
+    """A task that changes during a phase: ``losses[k]`` for the k-th of ``len(losses)`` equal stretches
+    of ``steps`` steps (a gradual shift when ``losses`` are increasingly shifted versions of a task)."""
+    losses = check_losses(losses)
+    if steps < len(losses):
+        raise ValueError(f"steps ({steps}) must be at least the number of stages ({len(losses)})")
+
+    def current(step: int) -> Loss:
+        return losses[min((max(step, 1) - 1) * len(losses) // steps, len(losses) - 1)]
+
+    current.is_schedule = True  # type: ignore[attr-defined]
+    return current

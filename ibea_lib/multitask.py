@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .autodiff import Loss, _detach, _grads, _leaves, check_finite, check_losses, evaluate, grad, model_loss
-from .bea import _sum_of_hvps, _total, _values_and_graph_grads
+from .bea import _sum_of_hvps, _total, _values_and_graph_grads, order_averaged_field
 from .data import Split
-from .pytree import Params, axpy, check_lr, check_params, dot, scale, tree_map
+from .pytree import Params, axpy, check_lr, check_params, dot, tree_map
 
 Update = Callable[[Params, int], Params]
 
@@ -67,21 +67,6 @@ def conflict_free_loss(losses: Sequence[Loss], params: Params, lr: float) -> Ten
     if not torch.isfinite(out):
         raise FloatingPointError("the conflict-free loss is not finite")
     return out if attached else out.detach()
-
-
-def flatness_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
-    """F = −∇(Σ_i L_i + (h/4) Σ_i ‖∇L_i‖²) = −Σ_i g_i − (h/2) Σ_i H_i g_i.
-
-    The multitask modified field without the conflict term. To O(h³) per step it is followed
-    by one GD step on :func:`conflict_free_loss`, and by the *mean* of the two alternating
-    sweeps A→B and B→A (random order); it is *not* followed by one GD step on Σ_i L_i (that
-    one needs :func:`ibea_lib.multitask_field`, which has the conflict term too).
-    """
-    h = check_lr(lr)
-    leaves, _, _, gs = _values_and_graph_grads(check_losses(losses), params)
-    detached = [_detach(g) for g in gs]
-    hvps = _sum_of_hvps(leaves, gs, [scale(g, -h / 2) for g in detached])
-    return check_finite(axpy(-1.0, _total(detached), hvps), "the flatness field")
 
 
 def conflict_gradient(losses: Sequence[Loss], params: Params) -> Params:
@@ -222,7 +207,7 @@ def task_metrics(losses: Sequence[Loss], params: Params) -> dict[str, float]:
         value = evaluate(f, leaves, f"losses[{i}]")
         g = _detach(_grads(value, leaves, create_graph=False))
         gs.append(g)
-        out[f"loss_{i}"] = float(value)
+        out[f"loss_{i}"] = float(value.detach())
         out[f"grad_sq_{i}"] = float(dot(g, g))
     for i, j in _pairs(len(gs)):
         a = float(dot(gs[i], gs[j]))
@@ -369,3 +354,12 @@ __all__ = [
     "summed_update",
     "task_metrics",
 ]
+
+
+flatness_field = order_averaged_field
+"""F = −∇(Σ_i L_i + (h/4) Σ_i ‖∇L_i‖²): the multitask modified field without the conflict term.
+
+To O(h³) per step it is followed by one GD step on :func:`conflict_free_loss` and by the *mean*
+of the two alternating sweeps A→B and B→A; not by one GD step on Σ_i L_i (that needs
+:func:`ibea_lib.multitask_field`). Another name for :func:`ibea_lib.bea.order_averaged_field`.
+"""

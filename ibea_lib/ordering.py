@@ -9,13 +9,17 @@ so for any evaluation loss L_E,
 
     L_E(θ_AB) − L_E(θ_BA) = h² ⟨∇L_E, [∇L_A, ∇L_B]⟩ + O(h³).
 
-A positive value predicts that B then A ends lower on E. With k steps per task, h becomes the
-time t = k·h spent on each task (:func:`predicted_order_gap`).
+A positive value predicts that B then A ends lower on E (:func:`order_loss_gap` measures the
+left side, :func:`predicted_order_loss_gap` computes the right one). With k steps per task, h
+becomes the time t = k·h spent on each task. (``ibea_lib.continual.order_gap`` is the position
+gap θ_AB − θ_BA itself.)
 
 The same expansion says that one sweep over tasks 1, …, n follows the modified field
 −∇(Σ L_i + (h/4) Σ ‖∇L_i‖²) + (h/2) Σ_{i<j} [∇L_i, ∇L_j]. Subtracting (h²/2) Σ_{i<j} [∇L_i, ∇L_j]
 from the sweep (:func:`bracket_corrected_steps`) removes the bracket term: the corrected update
-follows the flow of the *order-free* field (:func:`order_free_field`) to O(h³) per step.
+follows the flow of the *order-free* field −∇(Σ L_i + (h/4) Σ ‖∇L_i‖²) to O(h³) per step
+(``ibea_lib.multitask.flatness_field`` computes that field; ``ibea_lib.continual.bracket_sum`` the
+sum of brackets).
 
 Also here: a class-balanced replay buffer for continual learning, and the Wilson interval for
 the fraction of correct predictions.
@@ -30,16 +34,15 @@ import torch
 from torch import Tensor
 
 from .autodiff import Loss, check_losses, evaluate, grad
-from .bea import gd_field, lie_bracket
+from .bea import lie_bracket
+from .continual import bracket_sum
 from .integrate import gd_step
-from .pytree import Params, axpy, check_lr, check_params, dot, tree_map
+from .pytree import Params, axpy, check_lr, check_params, dot
 
 __all__ = [
     "bracket_corrected_steps",
-    "bracket_sum",
-    "order_free_field",
-    "order_gap",
-    "predicted_order_gap",
+    "order_loss_gap",
+    "predicted_order_loss_gap",
     "replay_buffer",
     "train_in_order",
     "wilson_interval",
@@ -65,7 +68,7 @@ def train_in_order(
     return theta
 
 
-def order_gap(
+def order_loss_gap(
     loss_a: Loss,
     loss_b: Loss,
     loss_e: Loss,
@@ -84,7 +87,7 @@ def order_gap(
         return float(evaluate(loss_e, theta_ab, "loss_e") - evaluate(loss_e, theta_ba, "loss_e"))
 
 
-def predicted_order_gap(
+def predicted_order_loss_gap(
     loss_a: Loss,
     loss_b: Loss,
     loss_e: Loss,
@@ -92,7 +95,7 @@ def predicted_order_gap(
     lr: float,
     steps_per_task: int = 1,
 ) -> float:
-    """The bracket's prediction of :func:`order_gap`: t² ⟨∇L_E, [∇L_A, ∇L_B]⟩ with t = k·h.
+    """The bracket's prediction of :func:`order_loss_gap`: t² ⟨∇L_E, [∇L_A, ∇L_B]⟩ with t = k·h.
 
     Exact to O(t³) for one step per task (k = 1); for k > 1 it is the same leading term for
     the composition of the two task flows over time t each (an extrapolation when t is not
@@ -104,26 +107,13 @@ def predicted_order_gap(
     return float(t * t * dot(grad(loss_e, params), bracket))
 
 
-def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
-    """Σ_{i<j} [∇L_i, ∇L_j](θ) over the ordered tasks (one bracket for two tasks)."""
-    losses = check_losses(losses)
-    if len(losses) < 2:
-        raise ValueError(f"a bracket needs at least two losses, got {len(losses)}")
-    total = None
-    for i in range(len(losses)):
-        for j in range(i + 1, len(losses)):
-            b = lie_bracket(losses[i], losses[j], params)
-            total = b if total is None else tree_map(torch.add, total, b)
-    return total
-
-
 def bracket_corrected_steps(
     losses: Sequence[Loss], params: Params, lr: float, at: str = "start"
 ) -> Params:
     """One GD step per task in order, then −(h²/2) Σ_{i<j} [∇L_i, ∇L_j].
 
     ``at`` is where the brackets are evaluated: ``"start"`` (θ, before the sweep) or ``"end"``
-    (after it). Both make the update follow the flow of :func:`order_free_field` for time h
+    (after it). Both make the update follow the flow of ``multitask.flatness_field`` for time h
     to O(h³), because moving the evaluation point by O(h) changes the correction by O(h³).
     For two tasks the result equals the average of the two orders, (θ_12 + θ_21)/2, to O(h³)
     (exactly, for quadratics with ``at="start"``).
@@ -137,20 +127,6 @@ def bracket_corrected_steps(
         theta = gd_step(loss, theta, h)
     where = params if at == "start" else theta
     return axpy(-(h * h) / 2, bracket_sum(losses, where), theta)
-
-
-def order_free_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
-    """F = −∇(Σ_i L_i + (h/4) Σ_i ‖∇L_i‖²) = Σ_i (−∇L_i − (h/2) H_i ∇L_i).
-
-    The sequential modified field without its bracket term, and the multitask one without its
-    conflict term (h/2) Σ_{i<j} ⟨∇L_i, ∇L_j⟩.
-    """
-    h = check_lr(lr)
-    fields = [gd_field(loss, params, h) for loss in check_losses(losses)]
-    total = fields[0]
-    for f in fields[1:]:
-        total = tree_map(torch.add, total, f)
-    return total
 
 
 def replay_buffer(labels: Tensor, size: int, seed: int) -> Tensor:

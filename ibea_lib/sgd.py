@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from . import bea
 from .autodiff import Loss, _grads, _leaves, check_losses, evaluate, grad, model_loss
-from .bea import lie_bracket
 from .integrate import sequential_steps
 from .pytree import Params, check_lr, dot, flatten, scale, tree_map
 
@@ -110,18 +110,26 @@ def reshuffled_mean_epoch(
     return scale(total, 1.0 / len(ends))
 
 
-def reshuffling_field(batch_losses: Sequence[Loss], params: Params, lr: float) -> Params:
-    """F = −∇(Σ_k L_k + (h/4) Σ_k ‖∇L_k‖²): the bracket-free modified field of one epoch.
+def gradient_variance(batch_losses: Sequence[Loss], params: Params) -> Tensor:
+    """(1/m) Σ_k ‖∇L_k − ∇L‖², L the mean batch loss: the part of the SGD regularizer GD lacks.
 
-    Time normalization of FORMULAS §3: one epoch (m steps of size h) is compared with the
-    flow of F over time h. Equivalently, with L = (1/m)Σ_k L_k, over time m·h the epoch
-    follows the gradient flow of :func:`sgd_modified_loss`, L + h/(4m) Σ_k ‖∇L_k‖².
+    Identity: (1/m) Σ_k ‖∇L_k‖² = ‖∇L‖² + gradient_variance, hence (Smith et al. 2021)
+    L + h/(4m) Σ_k ‖∇L_k‖² = L + (h/4)‖∇L‖² + (h/4)·gradient_variance: the SGD modified loss
+    is that of full-batch GD with the same step h plus a penalty on the gradient variance.
     """
     losses = check_losses(batch_losses)
-    h = check_lr(lr)
-    m = len(losses)
-    g = grad(lambda p: sgd_modified_loss(losses, p, h), params)
-    return scale(g, -float(m))
+    gs = [flatten(grad(f, params)) for f in losses]
+    stack = torch.stack(gs)
+    return ((stack - stack.mean(0)) ** 2).sum(1).mean()
+
+
+reshuffling_field = bea.order_averaged_field
+"""F = −∇(Σ_k L_k + (h/4) Σ_k ‖∇L_k‖²): the bracket-free modified field of one epoch.
+
+Time normalization of FORMULAS §3: one epoch (m steps of size h) is compared with the flow of F
+over time h. Equivalently, with L = (1/m)Σ_k L_k, over time m·h the epoch follows the gradient
+flow of :func:`sgd_modified_loss`. Another name for :func:`ibea_lib.bea.order_averaged_field`.
+"""
 
 
 def bracket_sum(batch_losses: Sequence[Loss], params: Params, order: Sequence[int] | None = None) -> Params:
@@ -134,22 +142,4 @@ def bracket_sum(batch_losses: Sequence[Loss], params: Params, order: Sequence[in
     order = list(range(len(losses))) if order is None else _check_order(order, len(losses))
     if len(order) < 2:
         raise ValueError("a bracket sum needs at least two batch losses")
-    total = None
-    for a in range(len(order)):
-        for b in range(a + 1, len(order)):
-            br = lie_bracket(losses[order[a]], losses[order[b]], params)
-            total = br if total is None else tree_map(torch.add, total, br)
-    return total
-
-
-def gradient_variance(batch_losses: Sequence[Loss], params: Params) -> Tensor:
-    """(1/m) Σ_k ‖∇L_k − ∇L‖², L the mean batch loss: the part of the SGD regularizer GD lacks.
-
-    Identity: (1/m) Σ_k ‖∇L_k‖² = ‖∇L‖² + gradient_variance, hence (Smith et al. 2021)
-    L + h/(4m) Σ_k ‖∇L_k‖² = L + (h/4)‖∇L‖² + (h/4)·gradient_variance: the SGD modified loss
-    is that of full-batch GD with the same step h plus a penalty on the gradient variance.
-    """
-    losses = check_losses(batch_losses)
-    gs = [flatten(grad(f, params)) for f in losses]
-    stack = torch.stack(gs)
-    return ((stack - stack.mean(0)) ** 2).sum(1).mean()
+    return bea.bracket_sum([losses[i] for i in order], params)

@@ -99,3 +99,31 @@ def test_bad_inputs():
         cl.field_jacobian(lambda x: x, [1.0, 2.0])
     with pytest.raises(ValueError):
         cl.bracket_sum([lambda p: p.sum()], torch.zeros(2))
+
+
+def test_schedule_stages():
+    losses = [lambda p, k=k: (p * k).sum() for k in range(3)]
+    sched = cl.schedule(losses, 9)
+    assert [losses.index(sched(s)) for s in range(1, 10)] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    with pytest.raises(ValueError):
+        cl.schedule(losses, 2)
+
+
+def test_train_phase_matches_manual_gd_and_records():
+    data = ib.data.digits()
+    net = ib.models.mlp([64, 5, 10], "tanh", seed=0)
+    la, _ = cl.classification_losses(net, data)
+    rot = data.map_inputs(lambda x: ib.data.rotate_images(x, 20.0))
+    lb, _ = cl.classification_losses(net, rot)
+    p0 = ib.params_of(net)
+    p, hist = cl.train_phase(net, p0, lb, 0.3, 4, watch=(la, data), every=2, progress=False)
+    q = p0
+    for _ in range(4):
+        q = ib.gd_step(lb, q, 0.3)
+    assert all(torch.allclose(p[k], q[k]) for k in p)
+    assert hist["step"] == [0.0, 2.0, 4.0]
+    assert hist["bracket"][0] == pytest.approx(float(ib.norm(ib.lie_bracket(la, lb, p0))), rel=1e-5)
+    assert hist["loss_a"][0] == pytest.approx(cl.evaluate_task(net, p0, data)["loss"])
+    # a schedule of one loss is the same as the loss
+    p2, _ = cl.train_phase(net, p0, cl.schedule([lb], 4), 0.3, 4, progress=False)
+    assert all(torch.allclose(p[k], p2[k]) for k in p)
