@@ -90,6 +90,7 @@ def test_directive_fences_are_balanced():
         opened = [f for f in fences if re.match(r"(```+|:::+)\{", f)]
         closed = [f for f in fences if re.fullmatch(r"```+|:::+", f)]
         plain_code = [f for f in fences if re.match(r"```+\w", f)]
-        if len(opened) + len(plain_code) != len(closed):
-            bad.append(f"{name} cell {i}: {len(opened) + len(plain_code)} fences opened, {len(closed)} closed")
+        n_open = len(opened) + len(plain_code)
+        if n_open != len(closed):
+            bad.append(f"{name} cell {i}: {n_open} fences opened, {len(closed)} closed")
     assert not bad, "\n".join(bad)
