@@ -94,3 +94,15 @@ def test_directive_fences_are_balanced():
         if n_open != len(closed):
             bad.append(f"{name} cell {i}: {n_open} fences opened, {len(closed)} closed")
     assert not bad, "\n".join(bad)
+
+
+def test_markdown_has_no_mangled_latex():
+    # "\frac", "\nabla", "\theta" written through a non-raw Python string become control
+    # characters or newlines followed by "rac", "abla", "heta": MathJax then shows an error.
+    bad = []
+    for name, i, text in markdown_sources():
+        if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", text):
+            bad.append(f"{name} cell {i}: control character")
+        for m in re.finditer(r"(?<![\\A-Za-z])(abla|heta|arphi)\b|^rac\b", text, re.M):
+            bad.append(f"{name} cell {i}: {text[max(0, m.start() - 20):m.end() + 10]!r}")
+    assert not bad, "\n".join(bad)
