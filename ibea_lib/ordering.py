@@ -18,7 +18,7 @@ The same expansion says that one sweep over tasks 1, …, n follows the modified
 −∇(Σ L_i + (h/4) Σ ‖∇L_i‖²) + (h/2) Σ_{i<j} [∇L_i, ∇L_j]. Subtracting (h²/2) Σ_{i<j} [∇L_i, ∇L_j]
 from the sweep (:func:`bracket_corrected_steps`) removes the bracket term: the corrected update
 follows the flow of the *order-free* field −∇(Σ L_i + (h/4) Σ ‖∇L_i‖²) to O(h³) per step
-(``ibea_lib.multitask.flatness_field`` computes that field; ``ibea_lib.continual.bracket_sum`` the
+(:func:`ibea_lib.order_averaged_field` computes that field, :func:`ibea_lib.bracket_sum` the
 sum of brackets).
 
 Also here: a class-balanced replay buffer for continual learning, and the Wilson interval for
@@ -34,8 +34,7 @@ import torch
 from torch import Tensor
 
 from .autodiff import Loss, check_losses, evaluate, grad
-from .bea import lie_bracket
-from .continual import bracket_sum
+from .bea import bracket_sum, lie_bracket
 from .integrate import gd_step
 from .pytree import Params, axpy, check_lr, check_params, dot
 
