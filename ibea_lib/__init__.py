@@ -12,6 +12,7 @@ tensors, and every vector returned has the same structure, device and dtype. The
 ``gd_field``, ``multitask_field``,           modified vector fields of GD, of GD on Σ L_i,
 ``sequential_field``                         and of one step per task in a fixed order
 ``order_averaged_field``, ``bracket_sum``    the field without brackets, and Σ_{i<j} [∇L_i, ∇L_j]
+``hessian_terms(Ls, θ, coefficients)``       Σ_k H_k u_k for any rule u_k(g, G): one reverse pass
 ``flow``, ``gd_step``, ``sequential_steps``  reference RK4 flow and the discrete updates
 ==========================================  ====================================================
 
@@ -52,6 +53,7 @@ from .bea import (
     bracket_sum,
     cosine,
     gd_field,
+    hessian_terms,
     lie_bracket,
     modified_loss,
     multitask_field,
@@ -104,6 +106,7 @@ __all__ = [
     "gd_step",
     "geometric_lrs",
     "grad",
+    "hessian_terms",
     "hvp",
     "lie_bracket",
     "load_params",

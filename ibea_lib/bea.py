@@ -15,21 +15,13 @@ gradients' worth of extra work, and memory stays linear in the number of paramet
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from .autodiff import Loss, _detach, _grads, _leaves, check_finite, check_losses, evaluate, grad
 from .pytree import Params, axpy, check_lr, dot, norm, rebuild, scale, tensors, tree_map, zeros_like
-
-
-def _values_and_graph_grads(losses: Sequence[Loss], params: Params):
-    """Leaves, attached flag, loss values and gradients that keep their graph."""
-    leaves, attached = _leaves(params)
-    values = [evaluate(f, leaves, f"losses[{i}]") for i, f in enumerate(losses)]
-    gs = [_grads(v, leaves, create_graph=True) for v in values]
-    return leaves, attached, values, gs
 
 
 def _sum_of_hvps(leaves: Params, gs: list[Params], us: list[Params]) -> Params:
@@ -47,6 +39,36 @@ def _total(trees: list[Params]) -> Params:
     return out
 
 
+def _prefix_sums(trees: list[Params]) -> list[Params]:
+    """P_k = Σ_{i<k} trees[i] for k = 0, …, n−1 (P_0 = 0)."""
+    prefix, out = zeros_like(trees[0]), []
+    for t in trees:
+        out.append(prefix)
+        prefix = tree_map(torch.add, prefix, t)
+    return out
+
+
+Coefficients = Callable[[list[Params]], list[Params]]
+"""Task gradients g_1…g_n -> the vectors u_1…u_n that multiply H_1…H_n."""
+
+
+@torch.enable_grad()
+def hessian_terms(
+    losses: Sequence[Loss], params: Params, coefficients: Coefficients
+) -> tuple[Params, list[Params]]:
+    """(Σ_k H_k u_k, [g_1, …, g_n]): all the Hessian terms of a formula, in one extra reverse pass.
+
+    ``coefficients(gs)`` maps the task gradients g_k = ∇L_k(θ) to the vectors u_k; then
+    Σ_k H_k u_k = ∇_θ Σ_k ⟨∇L_k(θ), sg(u_k)⟩. Every modified field and bracket of this module is
+    such a sum with its own u_k. The gradients are returned too (detached).
+    """
+    leaves, _ = _leaves(params)
+    values = [evaluate(f, leaves, f"losses[{i}]") for i, f in enumerate(check_losses(losses))]
+    gs = [_grads(v, leaves, create_graph=True) for v in values]
+    detached = [_detach(g) for g in gs]
+    return _detach(_sum_of_hvps(leaves, gs, coefficients(detached))), detached
+
+
 @torch.enable_grad()
 def lie_bracket(loss_a: Loss, loss_b: Loss, params: Params) -> Params:
     """[∇L_a, ∇L_b](θ) = H_b ∇L_a − H_a ∇L_b.
@@ -54,9 +76,8 @@ def lie_bracket(loss_a: Loss, loss_b: Loss, params: Params) -> Params:
     Antisymmetric, bilinear, zero for loss_a = loss_b. Computed as
     ∇_θ(⟨∇L_b(θ), sg(∇L_a)⟩ − ⟨∇L_a(θ), sg(∇L_b)⟩): two gradients plus one reverse pass.
     """
-    leaves, _, _, (ga, gb) = _values_and_graph_grads(check_losses([loss_a, loss_b]), params)
-    bracket = _sum_of_hvps(leaves, [gb, ga], [ga, scale(gb, -1.0)])
-    return check_finite(_detach(bracket), "the Lie bracket")
+    hv, _ = hessian_terms([loss_a, loss_b], params, lambda gs: [scale(gs[1], -1.0), gs[0]])
+    return check_finite(hv, "the Lie bracket")
 
 
 def alignment(loss_a: Loss, loss_b: Loss, params: Params) -> Tensor:
@@ -128,11 +149,8 @@ def multitask_field(losses: Sequence[Loss], params: Params, lr: float) -> Params
     One GD step of size h on the summed loss follows the flow of F for time h to O(h³).
     """
     h = check_lr(lr)
-    leaves, _, _, gs = _values_and_graph_grads(check_losses(losses), params)
-    total = _total(gs)
-    u = scale(_detach(total), -h / 2)
-    field = axpy(-1.0, _detach(total), _sum_of_hvps(leaves, gs, [u] * len(gs)))
-    return check_finite(field, "the multitask modified field")
+    hv, gs = hessian_terms(losses, params, lambda gs: [scale(_total(gs), -h / 2)] * len(gs))
+    return check_finite(axpy(-1.0, _total(gs), hv), "the multitask modified field")
 
 
 def gd_field(loss: Loss, params: Params, lr: float) -> Params:
@@ -151,15 +169,13 @@ def sequential_field(losses: Sequence[Loss], params: Params, lr: float) -> Param
     P_k = Σ_{i<k} g_i and the total G = Σ_i g_i.
     """
     h = check_lr(lr)
-    leaves, _, _, gs = _values_and_graph_grads(check_losses(losses), params)
-    detached = [_detach(g) for g in gs]
-    total = _total(detached)
-    us, prefix = [], zeros_like(total)
-    for g in detached:
-        us.append(axpy(-h / 2, total, scale(prefix, h)))
-        prefix = tree_map(torch.add, prefix, g)
-    field = axpy(-1.0, total, _sum_of_hvps(leaves, gs, us))
-    return check_finite(field, "the sequential modified field")
+
+    def coefficients(gs: list[Params]) -> list[Params]:
+        total = _total(gs)
+        return [axpy(-h / 2, total, scale(p, h)) for p in _prefix_sums(gs)]
+
+    hv, gs = hessian_terms(losses, params, coefficients)
+    return check_finite(axpy(-1.0, _total(gs), hv), "the sequential modified field")
 
 
 @torch.enable_grad()
@@ -171,10 +187,8 @@ def order_averaged_field(losses: Sequence[Loss], params: Params, lr: float) -> P
     One reverse pass for all the Hessian terms.
     """
     h = check_lr(lr)
-    leaves, _, _, gs = _values_and_graph_grads(check_losses(losses), params)
-    detached = [_detach(g) for g in gs]
-    hvps = _sum_of_hvps(leaves, gs, [scale(g, -h / 2) for g in detached])
-    return check_finite(axpy(-1.0, _total(detached), hvps), "the order-averaged field")
+    hv, gs = hessian_terms(losses, params, lambda gs: [scale(g, -h / 2) for g in gs])
+    return check_finite(axpy(-1.0, _total(gs), hv), "the order-averaged field")
 
 
 @torch.enable_grad()
@@ -188,11 +202,10 @@ def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
     losses = check_losses(losses)
     if len(losses) < 2:
         raise ValueError("bracket_sum needs at least two losses")
-    leaves, _, _, gs = _values_and_graph_grads(losses, params)
-    detached = [_detach(g) for g in gs]
-    total = _total(detached)
-    us, prefix = [], zeros_like(total)
-    for g in detached:
-        us.append(axpy(-1.0, total, axpy(2.0, prefix, g)))
-        prefix = tree_map(torch.add, prefix, g)
-    return check_finite(_detach(_sum_of_hvps(leaves, gs, us)), "the bracket sum")
+
+    def coefficients(gs: list[Params]) -> list[Params]:
+        total = _total(gs)
+        return [axpy(-1.0, total, axpy(2.0, p, g)) for p, g in zip(_prefix_sums(gs), gs)]
+
+    hv, _ = hessian_terms(losses, params, coefficients)
+    return check_finite(hv, "the bracket sum")

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .autodiff import Loss, _detach, _grads, _leaves, check_finite, check_losses, evaluate, grad, model_loss
-from .bea import _sum_of_hvps, _total, _values_and_graph_grads, order_averaged_field
+from .bea import _total, hessian_terms, order_averaged_field
 from .data import Split
 from .pytree import Params, axpy, check_lr, check_params, dot, tree_map
 
@@ -78,11 +78,8 @@ def conflict_gradient(losses: Sequence[Loss], params: Params) -> Params:
     losses = check_losses(losses)
     if len(losses) < 2:
         raise ValueError("the conflict term needs at least two task losses")
-    leaves, _, _, gs = _values_and_graph_grads(losses, params)
-    detached = [_detach(g) for g in gs]
-    total = _total(detached)
-    others = [tree_map(torch.sub, total, g) for g in detached]
-    return check_finite(_detach(_sum_of_hvps(leaves, gs, others)), "the conflict gradient")
+    hv, _ = hessian_terms(losses, params, lambda gs: [tree_map(torch.sub, _total(gs), g) for g in gs])
+    return check_finite(hv, "the conflict gradient")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,9 +141,7 @@ def conflict_free_update(losses: Sequence[Loss], lr: float) -> Update:
     Its modified loss is Σ_i L_i + (h/4)Σ_i ‖g_i‖² + O(h²): flatness kept, conflict cancelled.
     """
     losses, h = _checked(losses, lr)
-    return lambda params, step: axpy(
-        -h, grad(lambda p: conflict_free_loss(losses, p, h), params), params
-    )
+    return lambda params, step: axpy(-h, grad(lambda p: conflict_free_loss(losses, p, h), params), params)
 
 
 def pcgrad_update(losses: Sequence[Loss], lr: float, *, seed: int | None = 0) -> Update:
@@ -161,9 +156,7 @@ def pcgrad_update(losses: Sequence[Loss], lr: float, *, seed: int | None = 0) ->
     return update
 
 
-def alternating_update(
-    losses: Sequence[Loss], lr: float, *, order: str = "fixed", seed: int = 0
-) -> Update:
+def alternating_update(losses: Sequence[Loss], lr: float, *, order: str = "fixed", seed: int = 0) -> Update:
     """One GD step of size h per task in turn (a sweep covers flow time h, FORMULAS §3).
 
     ``order="fixed"``: always 0, 1, …, n−1 (modified field with the bracket terms,
