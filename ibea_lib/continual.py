@@ -28,8 +28,8 @@ from torch import Tensor
 from .autodiff import Loss, check_losses, grad, hvp, model_loss
 from .bea import bracket_sum, lie_bracket, order_averaged_field, sequential_field  # noqa: F401 (re-exported)
 from .data import Split
-from .integrate import sequential_steps
-from .pytree import Params, axpy, check_lr, dot, scale, sub, tree_map
+from .integrate import flow, sequential_steps
+from .pytree import Params, axpy, check_lr, check_positive_int, dot, scale, sub, tree_map
 
 VectorField = Callable[[Tensor], Tensor]
 """A vector field x ↦ X(x) on R^d (a single tensor of shape (d,))."""
@@ -71,21 +71,11 @@ def field_bracket(X: VectorField, Y: VectorField, x: Tensor) -> Tensor:
 def flow_path(field: VectorField, x0: Tensor, t: float, steps: int = 50) -> Tensor:
     """The points x(k t/steps), k = 0…steps, of x' = X(x), x(0) = x0, by RK4 (shape (steps+1, d))."""
     _check_point(x0, "x0")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if not math.isfinite(float(t)):
-        raise ValueError(f"t must be finite, got {t}")
+    check_positive_int(steps, "steps")
     dt = float(t) / steps
-    x = x0.detach().clone()
-    path = [x]
-    with torch.no_grad():
-        for _ in range(steps):
-            k1 = field(x)
-            k2 = field(x + dt / 2 * k1)
-            k3 = field(x + dt / 2 * k2)
-            k4 = field(x + dt * k3)
-            x = x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-            path.append(x)
+    path = [x0.detach().clone()]
+    for _ in range(steps):
+        path.append(flow(field, path[-1], dt, steps=1))
     return torch.stack(path)
 
 

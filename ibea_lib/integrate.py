@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .autodiff import Loss, check_finite, check_losses, grad
-from .pytree import Params, axpy, check_lr, check_params, clone, norm, sub
+from .pytree import Params, axpy, check_lr, check_params, check_positive_int, clone, norm, sub
 
 Field = Callable[[Params], Params]
 """A vector field θ ↦ F(θ), with the structure of θ."""
@@ -39,8 +39,7 @@ def sequential_steps(losses: Sequence[Loss], params: Params, lr: float) -> Param
 def flow(field: Field, params: Params, t: float, steps: int = 100) -> Params:
     """θ(t) for θ' = F(θ), θ(0) = params, by RK4 with ``steps`` equal sub-steps."""
     check_params(params)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    check_positive_int(steps, "steps")
     if not math.isfinite(float(t)):
         raise ValueError(f"t must be finite, got {t}")
     dt = float(t) / steps

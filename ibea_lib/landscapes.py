@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .autodiff import Loss, grad
 from .integrate import flow
-from .pytree import check_lr
+from .pytree import check_lr, check_positive_int
 
 Field = Callable[[Tensor], Tensor]
 
@@ -46,12 +46,6 @@ def _positive(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
-
-
-def _positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 # ---------------------------------------------------------------------------- test losses
@@ -144,7 +138,7 @@ def gd_trajectory(loss: Loss, theta0: Tensor, lr: float, steps: int) -> Tensor:
     """The iterates θ_0, …, θ_n of θ_{k+1} = θ_k − h∇L(θ_k), as a tensor (n + 1, d)."""
     _check_vector(theta0, "theta0")
     h = check_lr(lr)
-    steps = _positive_int(steps, "steps")
+    steps = check_positive_int(steps, "steps")
     out = [theta0.detach().clone()]
     for _ in range(steps):
         out.append(out[-1] - h * grad(loss, out[-1]))
@@ -162,7 +156,7 @@ def flow_trajectory(field: Field, theta0: Tensor, dt: float, points: int, subste
     """
     _check_vector(theta0, "theta0")
     dt = _positive(dt, "dt")
-    points = _positive_int(points, "points")
+    points = check_positive_int(points, "points")
     out = [theta0.detach().clone()]
     for _ in range(points):
         out.append(flow(field, out[-1], dt, substeps))
@@ -202,7 +196,7 @@ def global_errors(
 
 def grid_values(loss: Loss, xlim: tuple[float, float], ylim: tuple[float, float], n: int = 120):
     """(X, Y, Z) on an n×n grid, Z[i, j] = L((X[i, j], Y[i, j])) (float64)."""
-    n = _positive_int(n, "n")
+    n = check_positive_int(n, "n")
     xs = torch.linspace(*xlim, n, dtype=torch.float64)
     ys = torch.linspace(*ylim, n, dtype=torch.float64)
     X, Y = torch.meshgrid(xs, ys, indexing="xy")

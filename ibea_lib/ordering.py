@@ -36,7 +36,7 @@ from torch import Tensor
 from .autodiff import Loss, check_losses, evaluate, grad
 from .bea import bracket_sum, lie_bracket
 from .integrate import gd_step
-from .pytree import Params, axpy, check_lr, check_params, dot
+from .pytree import Params, axpy, check_lr, check_params, check_positive_int, dot
 
 __all__ = [
     "bracket_corrected_steps",
@@ -48,18 +48,12 @@ __all__ = [
 ]
 
 
-def _check_steps(steps: int, name: str = "steps_per_task") -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"{name} must be a positive integer, got {steps!r}")
-    return steps
-
-
 def train_in_order(
     losses: Sequence[Loss], params: Params, lr: float, steps_per_task: int = 1
 ) -> Params:
     """``steps_per_task`` GD steps of size h on each loss in turn, in the given order."""
     h = check_lr(lr)
-    k = _check_steps(steps_per_task)
+    k = check_positive_int(steps_per_task, "steps_per_task")
     theta = params
     for loss in check_losses(losses):
         for _ in range(k):
@@ -101,7 +95,7 @@ def predicted_order_loss_gap(
     small). Its sign does not depend on h: only the magnitude does.
     """
     h = check_lr(lr)
-    t = _check_steps(steps_per_task) * h
+    t = check_positive_int(steps_per_task, "steps_per_task") * h
     bracket = lie_bracket(loss_a, loss_b, params)
     return float(t * t * dot(grad(loss_e, params), bracket))
 
@@ -159,8 +153,7 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
 
     (p̂ + z²/2n ± z √(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n), with p̂ = successes / trials.
     """
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"trials must be a positive integer, got {trials!r}")
+    check_positive_int(trials, "trials")
     if isinstance(successes, bool) or not isinstance(successes, int) or not 0 <= successes <= trials:
         raise ValueError(f"successes must be an integer in [0, {trials}], got {successes!r}")
     if not z > 0:

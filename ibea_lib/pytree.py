@@ -155,6 +155,13 @@ def unflatten(vector: Tensor, like: Params) -> Params:
     return rebuild(like, [p.reshape(x.shape) for p, x in zip(pieces, tensors(like))])
 
 
+def check_positive_int(value: int, name: str) -> int:
+    """Return ``value``; raise unless it is an integer ≥ 1 (a bool is not accepted)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def check_lr(lr: float, name: str = "lr") -> float:
     """Return ``lr`` as a float; raise unless it is a finite number > 0."""
     if isinstance(lr, Tensor):
