@@ -16,28 +16,18 @@ tensors, and every vector returned has the same structure, device and dtype. The
 ``flow``, ``gd_step``, ``sequential_steps``  reference RK4 flow and the discrete updates
 ==========================================  ====================================================
 
-Submodules: ``data`` (tasks), ``models``, ``training`` (loops, metrics), ``plotting``, ``widgets``,
-``landscapes`` (2-D losses, Part I), ``sgd``, ``multitask`` (Part II), ``continual`` (Part III),
-``experiments`` and ``ordering`` (Part IV).
+Submodules of the library: ``pytree``, ``integrate``, ``data`` (tasks), ``models``, and
+``regularizers`` (the explicit regularizers, also exported here).
+
+``ibea_lib.book`` holds the helpers of the book's chapters (2-D landscapes, plotting, widgets,
+training loops of the experiments, statistics). They are not part of the library's contract: they
+may change with the chapters. It is imported on first use (``ib.book`` or
+``import ibea_lib.book``), so ``import ibea_lib`` does not load matplotlib.
 
 Conventions (sign of the bracket, time normalization) are those of the book's FORMULAS page.
 """
 
-from . import (
-    continual,
-    data,
-    experiments,
-    integrate,
-    landscapes,
-    models,
-    multitask,
-    ordering,
-    plotting,
-    pytree,
-    sgd,
-    training,
-    widgets,
-)
+from . import data, integrate, models, pytree
 from .autodiff import (
     Loss,
     grad,
@@ -61,22 +51,13 @@ from .bea import (
     order_averaged_field,
     sequential_field,
 )
-from .continual import order_gap
-from .integrate import fit_order, flow, gd_step, geometric_lrs, local_errors, sequential_steps
-from .multitask import conflict_free_loss, pcgrad
-from .ordering import bracket_corrected_steps
-from .pytree import Params, add, axpy, clone, dot, flatten, norm, scale, sub, unflatten, zeros_like
-from .sgd import sgd_modified_loss
+from .integrate import fit_order, flow, gd_step, geometric_lrs, local_errors, order_gap, sequential_steps
+from .pytree import Params, add, clone, dot, flatten, norm, scale, sub, unflatten, zeros_like
+from .regularizers import bracket_corrected_steps, conflict_free_loss, pcgrad, sgd_modified_loss
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "continual",
-    "experiments",
-    "landscapes",
-    "multitask",
-    "ordering",
-    "sgd",
     "bracket_corrected_steps",
     "bracket_sum",
     "conflict_free_loss",
@@ -87,15 +68,11 @@ __all__ = [
     "data",
     "integrate",
     "models",
-    "plotting",
     "pytree",
-    "training",
-    "widgets",
     "Loss",
     "Params",
     "add",
     "alignment",
-    "axpy",
     "clone",
     "cosine",
     "dot",
@@ -126,3 +103,12 @@ __all__ = [
     "value_and_grad",
     "zeros_like",
 ]
+
+
+def __getattr__(name: str):
+    """Import ``ibea_lib.book`` lazily (it loads matplotlib)."""
+    if name == "book":
+        import importlib
+
+        return importlib.import_module(".book", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .autodiff import Loss, _detach, _grads, _leaves, check_finite, check_losses, evaluate, grad
-from .pytree import Params, axpy, check_lr, dot, norm, rebuild, scale, tensors, tree_map, zeros_like
+from .pytree import Params, add, check_lr, dot, norm, rebuild, scale, tensors, tree_map, zeros_like
 
 
 def _sum_of_hvps(leaves: Params, gs: list[Params], us: list[Params]) -> Params:
@@ -150,7 +150,7 @@ def multitask_field(losses: Sequence[Loss], params: Params, lr: float) -> Params
     """
     h = check_lr(lr)
     hv, gs = hessian_terms(losses, params, lambda gs: [scale(_total(gs), -h / 2)] * len(gs))
-    return check_finite(axpy(-1.0, _total(gs), hv), "the multitask modified field")
+    return check_finite(add(hv, _total(gs), alpha=-1.0), "the multitask modified field")
 
 
 def gd_field(loss: Loss, params: Params, lr: float) -> Params:
@@ -172,10 +172,10 @@ def sequential_field(losses: Sequence[Loss], params: Params, lr: float) -> Param
 
     def coefficients(gs: list[Params]) -> list[Params]:
         total = _total(gs)
-        return [axpy(-h / 2, total, scale(p, h)) for p in _prefix_sums(gs)]
+        return [add(scale(p, h), total, alpha=-h / 2) for p in _prefix_sums(gs)]
 
     hv, gs = hessian_terms(losses, params, coefficients)
-    return check_finite(axpy(-1.0, _total(gs), hv), "the sequential modified field")
+    return check_finite(add(hv, _total(gs), alpha=-1.0), "the sequential modified field")
 
 
 @torch.enable_grad()
@@ -188,7 +188,7 @@ def order_averaged_field(losses: Sequence[Loss], params: Params, lr: float) -> P
     """
     h = check_lr(lr)
     hv, gs = hessian_terms(losses, params, lambda gs: [scale(g, -h / 2) for g in gs])
-    return check_finite(axpy(-1.0, _total(gs), hv), "the order-averaged field")
+    return check_finite(add(hv, _total(gs), alpha=-1.0), "the order-averaged field")
 
 
 @torch.enable_grad()
@@ -205,7 +205,7 @@ def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
 
     def coefficients(gs: list[Params]) -> list[Params]:
         total = _total(gs)
-        return [axpy(-1.0, total, axpy(2.0, p, g)) for p, g in zip(_prefix_sums(gs), gs)]
+        return [add(add(g, p, alpha=2.0), total, alpha=-1.0) for p, g in zip(_prefix_sums(gs), gs)]
 
     hv, _ = hessian_terms(losses, params, coefficients)
     return check_finite(hv, "the bracket sum")

@@ -1,12 +1,17 @@
 """Tasks to learn: closed-form quadratics and small real data sets that ship with packages.
 
 No download ever happens: the digits come with scikit-learn (``load_digits``: 1,797 8×8
-images of handwritten digits), and every other task is generated from a seed.
+images of handwritten digits), MNIST-1D is made by the generator of the ``mnist1d`` package
+(Greydanus 2020) on this machine and cached outside the repository, and every other task is
+generated from a seed.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -107,3 +112,70 @@ def rotate_images(x: Tensor, degrees: float, side: int = 8) -> Tensor:
     images = x.reshape(-1, 1, side, side)
     grid = F.affine_grid(theta.expand(len(images), 2, 3), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, align_corners=False).reshape(len(x), side * side)
+
+
+def mnist1d(
+    num_samples: int = 5000,
+    *,
+    seed: int = 42,
+    train_fraction: float = 0.8,
+    cache_dir: str | os.PathLike | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Split:
+    """MNIST-1D (Greydanus 2020): 1-D signals of length 40 made from 10 digit templates, 10 classes.
+
+    The defaults give the standard set: 5,000 examples, the first 4,000 for training and the last
+    1,000 for testing, exactly as ``mnist1d.data.make_dataset(get_dataset_args())`` makes them
+    (generator seed 42). The data are generated on this machine by the ``mnist1d`` package, never
+    downloaded. Other ``num_samples`` or ``seed`` give a larger set or a fresh draw from the same
+    distribution (``num_samples`` is rounded down to a multiple of 10: the generator makes equally
+    many examples of each class).
+
+    Normalization: the generator's own (all signals together centred and scaled to standard
+    deviation 1, before the split); labels are the generator's. The result is cached as a pickle
+    in ``cache_dir`` (default ``$IBEA_CACHE`` or ``~/.cache/ibea``), keyed by the arguments, so
+    later calls take milliseconds. The generator reseeds NumPy's global generator; its state is
+    saved and restored, so the caller's NumPy (and Python) random state is unchanged.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 20:
+        raise ValueError(f"num_samples must be an integer >= 20, got {num_samples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    folder = Path(cache_dir or os.environ.get("IBEA_CACHE") or Path.home() / ".cache" / "ibea")
+    path = folder / f"mnist1d_n{num_samples}_s{seed}_f{train_fraction}.pkl"
+    if path.exists():
+        with open(path, "rb") as f:
+            raw = pickle.load(f)
+    else:
+        raw = _make_mnist1d(num_samples, seed, train_fraction)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(raw, f)
+        os.replace(tmp, path)  # atomic: concurrent test workers never read a half-written file
+    x, y, xt, yt = (torch.as_tensor(raw[k]) for k in ("x", "y", "x_test", "y_test"))
+    return Split(x.to(dtype), y.long(), xt.to(dtype), yt.long()).to(device)
+
+
+def _make_mnist1d(num_samples: int, seed: int, train_fraction: float) -> dict:
+    """Run the ``mnist1d`` generator with the caller's NumPy and Python random states preserved."""
+    import random
+
+    import numpy as np
+
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("ibea_lib.data.mnist1d needs the mnist1d package: pip install mnist1d") from e
+    args = get_dataset_args()
+    args.num_samples, args.seed, args.train_split = num_samples, seed, train_fraction
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        data = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}

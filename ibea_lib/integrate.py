@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .autodiff import Loss, check_finite, check_losses, grad
-from .pytree import Params, axpy, check_lr, check_params, check_positive_int, clone, norm, sub
+from .pytree import Params, add, check_lr, check_params, check_positive_int, clone, norm, sub
 
 Field = Callable[[Params], Params]
 """A vector field θ ↦ F(θ), with the structure of θ."""
@@ -24,7 +24,7 @@ Field = Callable[[Params], Params]
 def gd_step(loss: Loss, params: Params, lr: float) -> Params:
     """θ⁺ = θ − h ∇L(θ) (a new pytree; ``params`` is not modified)."""
     h = check_lr(lr)
-    return axpy(-h, grad(loss, params), params)
+    return add(params, grad(loss, params), alpha=-h)
 
 
 def sequential_steps(losses: Sequence[Loss], params: Params, lr: float) -> Params:
@@ -46,13 +46,13 @@ def flow(field: Field, params: Params, t: float, steps: int = 100) -> Params:
     theta = clone(params)
     for _ in range(steps):
         k1 = field(theta)
-        k2 = field(axpy(dt / 2, k1, theta))
-        k3 = field(axpy(dt / 2, k2, theta))
-        k4 = field(axpy(dt, k3, theta))
-        theta = axpy(dt / 6, k1, theta)
-        theta = axpy(dt / 3, k2, theta)
-        theta = axpy(dt / 3, k3, theta)
-        theta = axpy(dt / 6, k4, theta)
+        k2 = field(add(theta, k1, alpha=dt / 2))
+        k3 = field(add(theta, k2, alpha=dt / 2))
+        k4 = field(add(theta, k3, alpha=dt))
+        theta = add(theta, k1, alpha=dt / 6)
+        theta = add(theta, k2, alpha=dt / 3)
+        theta = add(theta, k3, alpha=dt / 3)
+        theta = add(theta, k4, alpha=dt / 6)
     return check_finite(theta, "the flow")
 
 
@@ -94,3 +94,9 @@ def fit_order(lrs: Sequence[float], errors: Sequence[float]) -> float:
 def geometric_lrs(largest: float, count: int = 5, ratio: float = 0.5) -> list[float]:
     """``count`` learning rates ``largest, largest·ratio, …`` for order-of-accuracy fits."""
     return [largest * ratio**i for i in range(count)]
+
+
+def order_gap(loss_a: Loss, loss_b: Loss, params: Params, lr: float) -> Params:
+    """θ_AB − θ_BA: one step on A then one on B, minus B then A. Equals h²[∇L_A, ∇L_B] + O(h³)."""
+    h = check_lr(lr)
+    return sub(sequential_steps([loss_a, loss_b], params, h), sequential_steps([loss_b, loss_a], params, h))

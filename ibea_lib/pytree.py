@@ -98,9 +98,11 @@ def check_same_structure(a: Params, b: Params, names: tuple[str, str] = ("params
             raise ValueError(f"{name_b}{where} is on {y.device} but {name_a}{where} is on {x.device}")
 
 
-def add(a: Params, b: Params) -> Params:
-    """a + b."""
-    return tree_map(torch.add, a, b)
+def add(a: Params, b: Params, *, alpha: float = 1.0) -> Params:
+    """a + alpha · b (the convention of ``torch.add``; every integrator's update)."""
+    if alpha == 1.0:
+        return tree_map(torch.add, a, b)
+    return tree_map(lambda x, y: torch.add(x, y, alpha=alpha), a, b)
 
 
 def sub(a: Params, b: Params) -> Params:
@@ -111,11 +113,6 @@ def sub(a: Params, b: Params) -> Params:
 def scale(a: Params, c: float) -> Params:
     """c · a."""
     return tree_map(lambda x: x * c, a)
-
-
-def axpy(c: float, x: Params, y: Params) -> Params:
-    """c · x + y (the update of every integrator)."""
-    return tree_map(lambda xi, yi: torch.add(yi, xi, alpha=c), x, y)
 
 
 def dot(a: Params, b: Params) -> Tensor:

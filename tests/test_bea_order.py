@@ -33,7 +33,7 @@ def flipped_sequential_field(losses):
         F = ib.sequential_field(losses, p, h)
         for i in range(len(losses)):
             for j in range(i + 1, len(losses)):
-                F = ib.axpy(-h, ib.lie_bracket(losses[i], losses[j], p), F)  # +h/2 → −h/2
+                F = ib.add(F, ib.lie_bracket(losses[i], losses[j], p), alpha=-h)  # +h/2 → −h/2
         return F
 
     return field

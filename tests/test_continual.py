@@ -1,4 +1,4 @@
-"""Tests of ibea_lib.continual against closed forms and independent computations."""
+"""Tests of ibea_lib.book.continual against closed forms and independent computations."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ibea_lib as ib
-from ibea_lib import continual as cl
+from ibea_lib.book import continual as cl
 
 
 def _quads(d=4, seeds=(1, 2, 3)):
@@ -49,7 +49,7 @@ def test_order_gap_exact_for_quadratics():
     (ta, tb, _), (la, lb, _) = _quads()
     theta = torch.randn(4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     h = 0.1
-    gap = cl.order_gap(la, lb, theta, h)
+    gap = ib.order_gap(la, lb, theta, h)
     assert torch.allclose(gap, h * h * cl.quadratic_bracket(*ta, *tb, theta), atol=1e-13)
 
 

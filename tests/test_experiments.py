@@ -1,4 +1,4 @@
-"""Tests of ibea_lib.experiments against closed forms and independent computations."""
+"""Tests of ibea_lib.book.experiments against closed forms and independent computations."""
 
 import math
 
@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import ibea_lib as ib
-import ibea_lib.experiments  # noqa: F401
-from ibea_lib.experiments import (
+import ibea_lib.book.experiments  # noqa: F401
+from ibea_lib import sgd_modified_loss
+from ibea_lib.book.experiments import (
     at_levels,
     format_table,
     gd_update,
@@ -18,7 +19,6 @@ from ibea_lib.experiments import (
     summarize,
     trajectory,
 )
-from ibea_lib.sgd import sgd_modified_loss
 
 CE = torch.nn.functional.cross_entropy
 
@@ -71,7 +71,7 @@ def test_modified_gd_update_matches_gd_field():
     theta = ib.params_of(model)
     h, big = 0.1, 0.7
     got = modified_gd_update(loss, h, big)(theta, 1)
-    expected = ib.axpy(h, ib.gd_field(loss, theta, big), theta)
+    expected = ib.add(theta, ib.gd_field(loss, theta, big), alpha=h)
     assert float(ib.norm(ib.sub(got, expected))) < 1e-12
     plain = gd_update(loss, h)(theta, 1)
     assert float(ib.norm(ib.sub(plain, ib.gd_step(loss, theta, h)))) < 1e-14
@@ -119,7 +119,7 @@ def test_microbatch_penalty_matches_sgd_modified_loss():
     v = {k: torch.randn_like(t) for k, t in params.items()}
     eps = 1e-6
     f = microbatch_penalty(model, CE, x, y, micro)
-    fd = (f(ib.axpy(eps, v, params)) - f(ib.axpy(-eps, v, params))) / (2 * eps)
+    fd = (f(ib.add(params, v, alpha=eps)) - f(ib.add(params, v, alpha=-eps))) / (2 * eps)
     directional = sum((g * v[k]).sum() for g, k in zip(grads, params))
     assert float(directional) == pytest.approx(float(fd), rel=1e-6)
     with pytest.raises(ValueError, match="micro-batches"):
@@ -200,5 +200,5 @@ def test_summarize_and_format():
 def test_sharpness_quadratic():
     A, b = ib.data.random_quadratic(6, seed=1, spread=3.0)
     loss = ib.data.quadratic_loss(A, b)
-    lam = ib.experiments.sharpness(loss, torch.zeros(6, dtype=torch.float64), iters=200)
+    lam = ib.book.experiments.sharpness(loss, torch.zeros(6, dtype=torch.float64), iters=200)
     assert lam == pytest.approx(float(torch.linalg.eigvalsh(A)[-1]), rel=1e-6)

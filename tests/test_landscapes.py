@@ -1,4 +1,4 @@
-"""Tests of ibea_lib.landscapes against closed forms."""
+"""Tests of ibea_lib.book.landscapes against closed forms."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ibea_lib as ib
-from ibea_lib import landscapes as ls
+from ibea_lib.book import landscapes as ls
 
 DT = torch.float64
 

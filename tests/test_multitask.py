@@ -1,4 +1,4 @@
-"""Tests of ibea_lib.multitask against closed forms and independent computations."""
+"""Tests of ibea_lib.book.multitask against closed forms and independent computations."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ibea_lib as ib
-from ibea_lib.multitask import (
+from ibea_lib.book.multitask import (
     alternating_update,
     conflict_free_loss,
     conflict_free_update,
@@ -175,6 +175,6 @@ def test_head_losses_and_accuracies():
     assert torch.allclose(la(params), torch.nn.functional.cross_entropy(outs[0], ys[0]))
     assert torch.allclose(lb(params), torch.nn.functional.cross_entropy(outs[1], ys[1]))
     accs = head_accuracies(model, params, x, ys)
-    assert accs[0] == pytest.approx(ib.training.accuracy(outs[0], ys[0]))
+    assert accs[0] == pytest.approx(ib.book.training.accuracy(outs[0], ys[0]))
     with pytest.raises(ValueError):
         head_losses(model, x, [y[:10]])

@@ -1,4 +1,4 @@
-"""Tests of ibea_lib.ordering against closed forms and independent computations."""
+"""Tests of ibea_lib.book.ordering against closed forms and independent computations."""
 
 import math
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import ibea_lib as ib
-from ibea_lib import continual, multitask
-from ibea_lib import ordering as od
+from ibea_lib.book import continual, multitask
+from ibea_lib.book import ordering as od
 
 
 def _quads(d=5, seeds=(1, 2, 3)):
@@ -93,7 +93,7 @@ def test_bracket_sum_two_and_three_tasks():
 def test_corrected_step_is_average_of_orders_for_quadratics():
     (_, _, _), (la, lb, _) = _quads()
     theta, h = _theta(), 0.07
-    corrected = od.bracket_corrected_steps([la, lb], theta, h, at="start")
+    corrected = ib.bracket_corrected_steps([la, lb], theta, h, at="start")
     average = (ib.sequential_steps([la, lb], theta, h) + ib.sequential_steps([lb, la], theta, h)) / 2
     assert torch.allclose(corrected, average, atol=1e-13)
 
@@ -114,7 +114,7 @@ def test_corrected_update_is_third_order_against_order_free_flow(at, n_tasks):
     theta, losses = _tiny_net_tasks(n_tasks)
     lrs = [0.04, 0.02, 0.01]
     corrected = ib.local_errors(
-        lambda p, h: od.bracket_corrected_steps(losses, p, h, at=at),
+        lambda p, h: ib.bracket_corrected_steps(losses, p, h, at=at),
         lambda p, h: multitask.flatness_field(losses, p, h),
         theta,
         lrs,
@@ -176,7 +176,7 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError):
         od.predicted_order_loss_gap(la, lb, le, theta, -0.1)
     with pytest.raises(ValueError):
-        od.bracket_corrected_steps([la, lb], theta, 0.1, at="middle")
+        ib.bracket_corrected_steps([la, lb], theta, 0.1, at="middle")
     with pytest.raises(ValueError):
         continual.bracket_sum([la], theta)
     with pytest.raises(TypeError):

@@ -38,7 +38,7 @@ def test_linear_algebra_matches_flat_vectors(seed, kind, a, c):
         (ib.add(x, y), vx + vy),
         (ib.sub(x, y), vx - vy),
         (ib.scale(x, a), a * vx),
-        (ib.axpy(c, x, y), c * vx + vy),
+        (ib.add(y, x, alpha=c), c * vx + vy),
         (ib.zeros_like(x), torch.zeros_like(vx)),
         (ib.clone(x), vx),
     ]:

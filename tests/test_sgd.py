@@ -1,4 +1,4 @@
-"""Tests of ibea_lib.sgd: epochs, random reshuffling, the per-epoch modified field."""
+"""Tests of ibea_lib.book.sgd: epochs, random reshuffling, the per-epoch modified field."""
 
 import itertools
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ibea_lib as ib
-from ibea_lib import sgd
+from ibea_lib.book import sgd
 
 DT = torch.float64
 
@@ -70,7 +70,7 @@ def test_gradient_variance_identity():
     h = 0.3
     mean = lambda p: sum(f(p) for f in losses) / 4  # noqa: E731
     g = ib.grad(mean, th)
-    lhs = sgd.sgd_modified_loss(losses, th, h)
+    lhs = ib.sgd_modified_loss(losses, th, h)
     rhs = mean(th) + h / 4 * g @ g + h / 4 * sgd.gradient_variance(losses, th)
     assert torch.allclose(lhs, rhs, rtol=1e-13)
 

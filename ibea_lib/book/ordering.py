@@ -33,13 +33,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .autodiff import Loss, check_losses, evaluate, grad
-from .bea import bracket_sum, lie_bracket
-from .integrate import gd_step
-from .pytree import Params, axpy, check_lr, check_params, check_positive_int, dot
+from ..autodiff import Loss, check_losses, evaluate, grad
+from ..bea import lie_bracket
+from ..integrate import gd_step
+from ..pytree import Params, check_lr, check_params, check_positive_int, dot
 
 __all__ = [
-    "bracket_corrected_steps",
     "order_loss_gap",
     "predicted_order_loss_gap",
     "replay_buffer",
@@ -98,28 +97,6 @@ def predicted_order_loss_gap(
     t = check_positive_int(steps_per_task, "steps_per_task") * h
     bracket = lie_bracket(loss_a, loss_b, params)
     return float(t * t * dot(grad(loss_e, params), bracket))
-
-
-def bracket_corrected_steps(
-    losses: Sequence[Loss], params: Params, lr: float, at: str = "start"
-) -> Params:
-    """One GD step per task in order, then −(h²/2) Σ_{i<j} [∇L_i, ∇L_j].
-
-    ``at`` is where the brackets are evaluated: ``"start"`` (θ, before the sweep) or ``"end"``
-    (after it). Both make the update follow the flow of ``multitask.flatness_field`` for time h
-    to O(h³), because moving the evaluation point by O(h) changes the correction by O(h³).
-    For two tasks the result equals the average of the two orders, (θ_12 + θ_21)/2, to O(h³)
-    (exactly, for quadratics with ``at="start"``).
-    """
-    h = check_lr(lr)
-    losses = check_losses(losses)
-    if at not in ("start", "end"):
-        raise ValueError(f"at must be 'start' or 'end', got {at!r}")
-    theta = params
-    for loss in losses:
-        theta = gd_step(loss, theta, h)
-    where = params if at == "start" else theta
-    return axpy(-(h * h) / 2, bracket_sum(losses, where), theta)
 
 
 def replay_buffer(labels: Tensor, size: int, seed: int) -> Tensor:

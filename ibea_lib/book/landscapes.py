@@ -21,9 +21,9 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from .autodiff import Loss, grad
-from .integrate import flow
-from .pytree import check_lr, check_positive_int
+from ..autodiff import Loss, grad
+from ..integrate import flow
+from ..pytree import check_lr, check_positive_int
 
 Field = Callable[[Tensor], Tensor]
 

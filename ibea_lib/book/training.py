@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .pytree import Params, clone
+from ..pytree import Params, clone
 
 
 def pick_device() -> torch.device:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 
-from .integrate import fit_order
+from ..integrate import fit_order
 
 COLORS = {
     "gd": "#1f77b4",

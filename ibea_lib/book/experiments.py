@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .autodiff import Loss, value_and_grad
-from .bea import modified_loss
-from .pytree import Params, axpy, check_lr, dot, flatten, rebuild, tensors
+from ..autodiff import Loss, value_and_grad
+from ..bea import modified_loss
+from ..pytree import Params, add, check_lr, dot, flatten, rebuild, tensors
 from .training import accuracy, mean_and_stderr, run
 
 SCALES = ("cpu", "gpu")
@@ -63,7 +63,7 @@ def sharpness(loss: Loss, params: Params, iters: int = 30, seed: int = 0) -> flo
     (it converges to the eigenvalue of largest *modulus*; near a minimum that is λ_max ≥ 0).
     GD on a quadratic is stable for h < 2/λ_max, and backward error analysis expands in h·λ_max.
     """
-    from .autodiff import hvp
+    from ..autodiff import hvp
 
     _check_count(iters, "iters")
     gen = torch.Generator().manual_seed(seed)
@@ -83,7 +83,7 @@ def sharpness(loss: Loss, params: Params, iters: int = 30, seed: int = 0) -> flo
 def gd_update(loss: Loss, lr: float) -> Callable[[Params, int], Params]:
     """The update (θ, step) ↦ θ − h ∇L(θ)."""
     h = check_lr(lr)
-    return lambda params, step: axpy(-h, value_and_grad(loss, params)[1], params)
+    return lambda params, step: add(params, value_and_grad(loss, params)[1], alpha=-h)
 
 
 def modified_gd_update(loss: Loss, lr: float, reg_lr: float) -> Callable[[Params, int], Params]:
@@ -101,7 +101,7 @@ def modified_gd_update(loss: Loss, lr: float, reg_lr: float) -> Callable[[Params
         leaves = rebuild(params, [t.detach().requires_grad_(True) for t in tensors(params)])
         value = modified_loss(loss, leaves, big)
         grads = torch.autograd.grad(value, tensors(leaves))
-        return axpy(-h, rebuild(params, list(grads)), params)
+        return add(params, rebuild(params, list(grads)), alpha=-h)
 
     return update
 

@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from . import bea
-from .autodiff import Loss, _grads, _leaves, check_losses, evaluate, grad, model_loss
-from .integrate import sequential_steps
-from .pytree import Params, check_lr, dot, flatten, scale, tree_map
+from .. import bea
+from ..autodiff import Loss, check_losses, grad, model_loss
+from ..integrate import sequential_steps
+from ..pytree import Params, flatten, scale, tree_map
 
 
 def minibatch_losses(
@@ -48,26 +48,6 @@ def minibatch_losses(
     m = n // batch_size
     batches = order[: m * batch_size].reshape(m, batch_size)
     return [model_loss(model, criterion, inputs[idx], targets[idx]) for idx in batches]
-
-
-@torch.enable_grad()
-def sgd_modified_loss(batch_losses: Sequence[Loss], params: Params, lr: float) -> Tensor:
-    """L + h/(4m) Σ_k ‖∇L_k‖² with L the mean of the m batch losses (differentiable in params)."""
-    h = check_lr(lr)
-    losses = check_losses(batch_losses)
-    leaves, attached = _leaves(params)
-    m = len(losses)
-    total = 0.0
-    penalty = 0.0
-    for i, f in enumerate(losses):
-        value = evaluate(f, leaves, f"batch_losses[{i}]")
-        g = _grads(value, leaves, create_graph=attached)
-        total = total + value
-        penalty = penalty + dot(g, g)
-    out = total / m + (h / (4 * m)) * penalty
-    if not torch.isfinite(out):
-        raise FloatingPointError("the SGD modified loss is not finite")
-    return out if attached else out.detach()
 
 
 def _check_order(order: Sequence[int], m: int) -> list[int]:

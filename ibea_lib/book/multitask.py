@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .autodiff import Loss, _detach, _grads, _leaves, check_finite, check_losses, evaluate, grad, model_loss
-from .bea import _total, hessian_terms, order_averaged_field
-from .data import Split
-from .pytree import Params, axpy, check_lr, check_params, dot, tree_map
+from ..autodiff import Loss, _detach, _grads, _leaves, check_finite, check_losses, evaluate, grad, model_loss
+from ..bea import _total, hessian_terms, order_averaged_field
+from ..data import Split
+from ..pytree import Params, add, check_lr, dot, tree_map
+from ..regularizers import conflict_free_loss, pcgrad
 
 Update = Callable[[Params, int], Params]
 
@@ -45,28 +46,6 @@ def _pairs(n: int) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------------
 # The regularizer that cancels the conflict term, and its modified field
 # ---------------------------------------------------------------------------------------------
-
-
-def conflict_free_loss(losses: Sequence[Loss], params: Params, lr: float) -> Tensor:
-    """L_cf = Σ_i L_i − (h/2) Σ_{i<j} ⟨∇L_i, ∇L_j⟩ (differentiable in ``params``).
-
-    GD with step h on L_cf has the modified loss
-    L_cf + (h/4)‖∇L_cf‖² = Σ_i L_i + (h/4) Σ_i ‖∇L_i‖² + O(h²): the explicit term cancels the
-    implicit conflict term (h/2)Σ_{i<j}⟨∇L_i, ∇L_j⟩ and keeps the flatness term.
-    When ``params`` require grad (a model's parameters) the result keeps its graph, so
-    ``grad(lambda p: conflict_free_loss(Ls, p, h), θ)`` is its gradient (one double backward).
-    """
-    h = check_lr(lr)
-    losses = check_losses(losses)
-    if len(losses) < 2:
-        raise ValueError("the conflict term needs at least two task losses")
-    leaves, attached = _leaves(params)
-    values = [evaluate(f, leaves, f"losses[{i}]") for i, f in enumerate(losses)]
-    gs = [_grads(v, leaves, create_graph=True) for v in values]
-    out = sum(values) - (h / 2) * sum(dot(gs[i], gs[j]) for i, j in _pairs(len(gs)))
-    if not torch.isfinite(out):
-        raise FloatingPointError("the conflict-free loss is not finite")
-    return out if attached else out.detach()
 
 
 def conflict_gradient(losses: Sequence[Loss], params: Params) -> Params:
@@ -87,36 +66,6 @@ def conflict_gradient(losses: Sequence[Loss], params: Params) -> Params:
 # ---------------------------------------------------------------------------------------------
 
 
-def pcgrad(grads: Sequence[Params], *, generator: torch.Generator | None = None) -> list[Params]:
-    """PCGrad (Yu et al., 2020): remove from each task gradient its conflicting components.
-
-    For each task i, start from g_i and, for every other task j (in a random order drawn from
-    ``generator``; in the order 0, 1, … when ``generator`` is None), if ⟨g_i', g_j⟩ < 0 replace
-    g_i' ← g_i' − (⟨g_i', g_j⟩ / ‖g_j‖²) g_j (projection onto the normal plane of g_j; the
-    *original* g_j are used). Returns the list of projected gradients; the PCGrad update
-    direction is their sum. For two tasks with ⟨g_1, g_2⟩ < 0 the result is
-    g_1 − (⟨g_1,g_2⟩/‖g_2‖²) g_2 and g_2 − (⟨g_1,g_2⟩/‖g_1‖²) g_1; otherwise the g_i unchanged.
-    """
-    grads = list(grads)
-    if len(grads) < 2:
-        raise ValueError(f"pcgrad needs at least two task gradients, got {len(grads)}")
-    for i, g in enumerate(grads):
-        check_params(g, f"grads[{i}]")
-    sq = [dot(g, g) for g in grads]
-    out = []
-    for i, g in enumerate(grads):
-        others = [j for j in range(len(grads)) if j != i]
-        if generator is not None:
-            others = [others[k] for k in torch.randperm(len(others), generator=generator).tolist()]
-        projected = g
-        for j in others:
-            inner = dot(projected, grads[j])
-            if inner < 0 and sq[j] > 0:
-                projected = axpy(-float(inner / sq[j]), grads[j], projected)
-        out.append(projected)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # Updates for ibea_lib.training.run
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +81,7 @@ def _checked(losses: Sequence[Loss], lr: float) -> tuple[list[Loss], float]:
 def summed_update(losses: Sequence[Loss], lr: float) -> Update:
     """θ ← θ − h Σ_i ∇L_i(θ): plain multitask GD (modified loss: loss + flatness + conflict)."""
     losses, h = _checked(losses, lr)
-    return lambda params, step: axpy(-h, _total([grad(f, params) for f in losses]), params)
+    return lambda params, step: add(params, _total([grad(f, params) for f in losses]), alpha=-h)
 
 
 def conflict_free_update(losses: Sequence[Loss], lr: float) -> Update:
@@ -141,7 +90,10 @@ def conflict_free_update(losses: Sequence[Loss], lr: float) -> Update:
     Its modified loss is Σ_i L_i + (h/4)Σ_i ‖g_i‖² + O(h²): flatness kept, conflict cancelled.
     """
     losses, h = _checked(losses, lr)
-    return lambda params, step: axpy(-h, grad(lambda p: conflict_free_loss(losses, p, h), params), params)
+    def update(params: Params, step: int) -> Params:
+        return add(params, grad(lambda p: conflict_free_loss(losses, p, h), params), alpha=-h)
+
+    return update
 
 
 def pcgrad_update(losses: Sequence[Loss], lr: float, *, seed: int | None = 0) -> Update:
@@ -151,7 +103,7 @@ def pcgrad_update(losses: Sequence[Loss], lr: float, *, seed: int | None = 0) ->
 
     def update(params: Params, step: int) -> Params:
         projected = pcgrad([grad(f, params) for f in losses], generator=generator)
-        return axpy(-h, _total(projected), params)
+        return add(params, _total(projected), alpha=-h)
 
     return update
 
@@ -174,7 +126,7 @@ def alternating_update(losses: Sequence[Loss], lr: float, *, order: str = "fixed
         if order == "random":
             idx = torch.randperm(len(losses), generator=generator).tolist()
         for k in idx:
-            params = axpy(-h, grad(losses[k], params), params)
+            params = add(params, grad(losses[k], params), alpha=-h)
         return params
 
     return update

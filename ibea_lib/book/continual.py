@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .autodiff import Loss, check_losses, grad, hvp, model_loss
-from .bea import bracket_sum, lie_bracket, order_averaged_field, sequential_field  # noqa: F401 (re-exported)
-from .data import Split
-from .integrate import flow, sequential_steps
-from .pytree import Params, axpy, check_lr, check_positive_int, dot, scale, sub, tree_map
+from ..autodiff import Loss, check_losses, grad, hvp, model_loss
+from ..bea import bracket_sum, lie_bracket, order_averaged_field, sequential_field  # noqa: F401 (re-exported)
+from ..data import Split
+from ..integrate import flow
+from ..pytree import Params, add, check_lr, check_positive_int, dot, scale, sub, tree_map
 
 VectorField = Callable[[Tensor], Tensor]
 """A vector field x ↦ X(x) on R^d (a single tensor of shape (d,))."""
@@ -95,12 +95,6 @@ def parallelogram(
 
 
 # --------------------------------------------------------------------------- task order
-
-
-def order_gap(loss_a: Loss, loss_b: Loss, params: Params, lr: float) -> Params:
-    """θ_AB − θ_BA: one step on A then one on B, minus B then A. Equals h²[∇L_A, ∇L_B] + O(h³)."""
-    h = check_lr(lr)
-    return sub(sequential_steps([loss_a, loss_b], params, h), sequential_steps([loss_b, loss_a], params, h))
 
 
 def mean_over_orders(
@@ -260,7 +254,7 @@ def train_phase(
     current = task_loss if _is_schedule(task_loss) else (lambda step: task_loss)
 
     def update(p: Params, step: int) -> Params:
-        return axpy(-h, grad(current(step), p), p)
+        return add(p, grad(current(step), p), alpha=-h)
 
     record = None
     if watch is not None:

@@ -1,0 +1,32 @@
+"""Helpers of the book's chapters: not part of ``ibea_lib``'s contract.
+
+The library proper (``import ibea_lib``) is the core: autodiff, BEA terms and fields, brackets,
+integrators, regularizers, pytrees, data and models. What only the chapters need lives here, one
+module per theme, and may change with the chapters:
+
+====================  ===========================================================================
+``landscapes``        2-D losses, trajectories and contour plots (Part I)
+``sgd``               minibatch SGD as a sequence of tasks (ch. 03, 10)
+``multitask``         conflict gradients, multitask updates, two-task digits (Part II)
+``continual``         brackets of general vector fields, parallelograms, shifted tasks (Part III)
+``experiments``       the protocols of Part IV
+``ordering``          task-order prediction and replay (ch. 11, 12)
+``training``          a functional training loop with a progress bar, ``pick_device``
+``plotting``          the book's figure style and log-log order plots
+``widgets``           sliders whose frames are rendered in advance (work in the static HTML)
+====================  ===========================================================================
+"""
+
+from . import continual, experiments, landscapes, multitask, ordering, plotting, sgd, training, widgets
+
+__all__ = [
+    "continual",
+    "experiments",
+    "landscapes",
+    "multitask",
+    "ordering",
+    "plotting",
+    "sgd",
+    "training",
+    "widgets",
+]
