@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .autodiff import Loss, check_finite, check_losses, detach, gradient_terms, hessian_terms
-from .pytree import Params, add, check_lr, check_params, dot, scale, sum_trees
+from .pytree import Params, add, check_lr, check_params, dot, scale, sum_trees, zeros_like
 
 
 def _with_prefix_sums(gs: list[Params], base: Params | list[Params], c: float) -> list[Params]:
@@ -38,9 +38,13 @@ def lie_bracket(loss_a: Loss, loss_b: Loss, params: Params) -> Params:
     """[∇L_a, ∇L_b](θ) = H_b ∇L_a − H_a ∇L_b.
 
     Antisymmetric, bilinear, zero for loss_a = loss_b. Computed as
-    ∇_θ(⟨∇L_b(θ), sg(∇L_a)⟩ − ⟨∇L_a(θ), sg(∇L_b)⟩): two gradients plus one reverse pass.
+    ∇_θ(⟨∇L_b(θ), sg(∇L_a)⟩ − ⟨∇L_a(θ), sg(∇L_b)⟩): two gradients plus one reverse pass. The two
+    halves are summed inside one backward pass, so for equal but distinct loss objects the result
+    is zero to round-off; for the same object (``lie_bracket(L, L, θ)``) it is exactly zero.
     """
     hv, _ = hessian_terms([loss_a, loss_b], params, lambda gs: [scale(gs[1], -1.0), gs[0]])
+    if loss_a is loss_b:  # [X, X] = 0 exactly (the computation above checked the inputs)
+        return zeros_like(hv)
     return check_finite(hv, "the Lie bracket")
 
 
