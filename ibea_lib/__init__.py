@@ -3,26 +3,26 @@
 A *loss* is a callable ``loss(params) -> 0-dim tensor``; ``params`` is a tensor or a dict of
 tensors, and every vector returned has the same structure, device and dtype. The main calls:
 
-==========================================  ====================================================
-``grad(L, θ)``, ``hvp(L, θ, v)``             ∇L and ∇²L·v
-``sharpness(L, θ)``                          λ_max(∇²L), by power iteration on HVPs
-``lie_bracket(La, Lb, θ)``                   [∇La, ∇Lb] = H_b ∇La − H_a ∇Lb
-``alignment``, ``cosine``                    ⟨∇La, ∇Lb⟩ and its normalized version
-``modified_loss(L, θ, lr)``                  L + (h/4)‖∇L‖²  (differentiable)
-``multitask_terms(Ls, θ, lr)``               loss, flatness, conflict and modified loss
-``gd_field``, ``multitask_field``,           modified vector fields of GD, of GD on Σ L_i,
-``sequential_field``                         and of one step per task in a fixed order
-``order_averaged_field``, ``bracket_sum``    the field without brackets, and Σ_{i<j} [∇L_i, ∇L_j]
-``conflict_free_loss``, ``sgd_modified_loss``  explicit regularizers (differentiable)
-``bracket_correction``, ``pcgrad``           corrections of a sweep and of conflicting gradients
-``gd_step``, ``sequential_steps``            the discrete updates (one step; one step per task)
-``flow``, ``flow_path``                      reference RK4 flow (end point; all states)
-``local_errors``, ``fit_order``              local errors of an update against a flow; their order
-``value_and_grad``, ``gradient_terms``,      the pipeline every call above is built on
-``hessian_terms``
-``model_loss``, ``params_of``, ``load_params``  losses of ``nn.Module``\\s and their parameters
-``accumulate_grad``                          a direction into ``.grad``, for ``torch.optim`` loops
-==========================================  ====================================================
+================================================  ==================================================
+``grad(L, θ)``, ``hvp(L, θ, v)``                  ∇L and ∇²L·v
+``sharpness(L, θ)``                               λ_max(∇²L), by power iteration on HVPs
+``lie_bracket(La, Lb, θ)``                        [∇La, ∇Lb] = H_b ∇La − H_a ∇Lb
+``alignment``, ``cosine``                         ⟨∇La, ∇Lb⟩ and its normalized version
+``modified_loss(L, θ, lr)``                       L + (h/4)‖∇L‖²  (differentiable)
+``multitask_terms(Ls, θ, lr)``                    loss, flatness, conflict and modified loss
+``gd_field``, ``multitask_field``                 modified fields of GD and of GD on Σ L_i
+``sequential_field``                              modified field of one step per task, in order
+``order_averaged_field``, ``bracket_sum``         the field without brackets; Σ_{i<j} [∇L_i, ∇L_j]
+``conflict_free_loss``, ``sgd_modified_loss``     explicit regularizers (differentiable)
+``bracket_correction``, ``pcgrad``                corrections of a sweep, of conflicting gradients
+``gd_step``, ``sequential_steps``                 the updates: one step; one step per task
+``flow``, ``flow_path``                           reference RK4 flow: end point; all states
+``local_errors``, ``fit_order``                   local errors against a flow; their order
+``value_and_grad``, ``gradient_terms``            the pipeline every call above is built on ...
+``hessian_terms``                                 ... (Σ_k H_k u_k in one extra reverse pass)
+``model_loss``, ``params_of``, ``load_params``    losses of modules, and their parameters
+``accumulate_grad``                               a direction into ``.grad`` (``torch.optim`` loops)
+================================================  ==================================================
 
 Submodules: ``autodiff`` (the pipeline, module losses), ``bea`` (modified losses and fields,
 brackets), ``regularizers`` (explicit regularizers and corrections), ``integrate`` (updates,

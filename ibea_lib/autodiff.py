@@ -60,14 +60,14 @@ class ModelLoss:
     """The loss ``params -> criterion(model(inputs; params), targets)`` (made by :func:`model_loss`).
 
     ``params`` is a dict ``{name: tensor}`` of some or all of the model's parameters (the others,
-    and the buffers, are the model's own); it is applied with :func:`torch.func.functional_call`.
+    and the buffers, are the model's own); it is applied with ``torch.func.functional_call``.
     A call is a deterministic function of ``params`` and never changes the model:
 
     * **mode**: the model is used in the mode it is in (``model.train()`` / ``model.eval()``);
     * **buffers**: in train mode every buffer is replaced by a copy for the call, so BatchNorm uses
       the batch statistics and its ``running_mean``, ``running_var`` and ``num_batches_tracked``
       stay bit-identical;
-    * **randomness**: the call runs in :func:`torch.random.fork_rng`, so the global RNG never
+    * **randomness**: the call runs in ``torch.random.fork_rng``, so the global RNG never
       advances. A model that draws random numbers (Dropout in train mode, attention dropout)
       needs ``seed``: the draws are then made from ``torch.manual_seed(seed)`` inside the fork,
       the same mask at every call (so ``lie_bracket(L, L, θ)`` is exactly 0). Without ``seed``
