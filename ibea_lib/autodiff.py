@@ -86,8 +86,13 @@ class ModelLoss:
         if not isinstance(self.model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(self.model).__name__}")
         if not callable(self.criterion):
-            raise TypeError(f"criterion must be callable (outputs, targets) -> tensor, got {type(self.criterion).__name__}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)):
+            raise TypeError(
+                "criterion must be callable (outputs, targets) -> tensor, "
+                f"got {type(self.criterion).__name__}"
+            )
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
+        ):
             raise TypeError(f"seed must be an int or None, got {type(self.seed).__name__}")
         state = [*self.model.parameters(), *self.model.buffers(), self.inputs, self.targets]
         cuda = sorted({t.device.index or 0 for t in state if isinstance(t, Tensor) and t.is_cuda})
@@ -177,7 +182,9 @@ def load_params(model: torch.nn.Module, params: Mapping[str, Tensor]) -> None:
         if not isinstance(v, Tensor):
             raise TypeError(f"params[{k!r}] must be a torch.Tensor, got {type(v).__name__}")
         if v.shape != own[k].shape:
-            raise ValueError(f"params[{k!r}] has shape {tuple(v.shape)}, the model's has {tuple(own[k].shape)}")
+            raise ValueError(
+                f"params[{k!r}] has shape {tuple(v.shape)}, the model's has {tuple(own[k].shape)}"
+            )
     with torch.no_grad():
         for k, v in params.items():
             own[k].copy_(v)
@@ -269,7 +276,10 @@ def detach(tree: Params) -> Params:
 
 @torch.enable_grad()
 def value_and_grad(loss: Loss, params: Params, *, create_graph: bool = False) -> tuple[Tensor, Params]:
-    """(L(θ), ∇L(θ)). With ``create_graph=True`` and ``params`` that require grad, both stay differentiable."""
+    """(L(θ), ∇L(θ)).
+
+    With ``create_graph=True`` and ``params`` that require grad, both
+    stay differentiable."""
     leaves, attached = _leaves(params)
     value, g = _value_and_grad(loss, leaves, create_graph, "loss")
     if create_graph and attached:
@@ -355,7 +365,9 @@ def sharpness(loss: Loss, params: Params, *, iters: int = 30, seed: int = 0) -> 
     check_positive_int(iters, "iters")
     check_params(params)
     gen = torch.Generator().manual_seed(seed)
-    v = rebuild(params, [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device) for t in tensors(params)])
+    v = rebuild(
+        params, [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device) for t in tensors(params)]
+    )
     lam = torch.zeros((), dtype=tensors(params)[0].dtype, device=tensors(params)[0].device)
     for _ in range(iters):
         hv = hvp(loss, params, v)

@@ -96,7 +96,11 @@ def multitask_terms(losses: Sequence[Loss], params: Params, lr: float) -> dict[s
             (dot(gs[i], gs[j]) for i in range(len(gs)) for j in range(i + 1, len(gs))),
             torch.zeros_like(total),
         )
-        terms = {"loss": total, "flatness": (h / 4) * sum(dot(g, g) for g in gs), "conflict": (h / 2) * conflict}
+        terms = {
+            "loss": total,
+            "flatness": (h / 4) * sum(dot(g, g) for g in gs),
+            "conflict": (h / 2) * conflict,
+        }
         terms["modified"] = terms["loss"] + terms["flatness"] + terms["conflict"]
         return terms
 

@@ -49,7 +49,9 @@ def test_page_signatures_match_the_code(name):
 def test_every_public_name_is_on_the_page():
     names = {n.rsplit(".", 1)[1] for n in documented() if n.startswith("ibea_lib.") and n.count(".") == 1}
     public = {
-        n for n in ib.__all__ if not isinstance(getattr(ib, n), types.ModuleType) and n not in ("Loss", "Params")
+        n
+        for n in ib.__all__
+        if not isinstance(getattr(ib, n), types.ModuleType) and n not in ("Loss", "Params")
     }
     assert public - names == set(), f"not on book/api.md: {sorted(public - names)}"
 
@@ -66,10 +68,17 @@ def test_numbers_are_tensors():
     A, b = torch.eye(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
     L = ib.data.quadratic_loss(A, b)
     th = torch.tensor([0.3, -0.2], dtype=torch.float64)
-    errs = ib.local_errors(lambda p, h: ib.gd_step(L, p, h), lambda p, h: -ib.grad(L, p), th, [0.1, 0.05], steps=4)
+    errs = ib.local_errors(
+        lambda p, h: ib.gd_step(L, p, h), lambda p, h: -ib.grad(L, p), th, [0.1, 0.05], steps=4
+    )
     assert errs.dim() == 1 and errs.shape == (2,)
     assert ib.fit_order([0.1, 0.05], errs).dim() == 0
     assert ib.geometric_lrs(0.1, count=3).dim() == 1
-    for value in (ib.sharpness(L, th), ib.cosine(L, L, th), ib.alignment(L, L, th), ib.modified_loss(L, th, 0.1)):
+    for value in (
+        ib.sharpness(L, th),
+        ib.cosine(L, L, th),
+        ib.alignment(L, L, th),
+        ib.modified_loss(L, th, 0.1),
+    ):
         assert isinstance(value, torch.Tensor) and value.dim() == 0
     assert all(t.dim() == 0 for t in ib.multitask_terms([L, L], th, 0.1).values())

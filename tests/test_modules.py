@@ -224,9 +224,13 @@ def test_batchnorm_in_train_mode_uses_batch_statistics():
     model, Ls = problem("batchnorm-train")
     p = ib.params_of(model)
     x, y = Ls[0].inputs, Ls[0].targets
-    by_hand = model.b(torch.tanh(nn.functional.batch_norm(
-        model.a(x), None, None, model.norm.weight, model.norm.bias, training=True
-    )))
+    by_hand = model.b(
+        torch.tanh(
+            nn.functional.batch_norm(
+                model.a(x), None, None, model.norm.weight, model.norm.bias, training=True
+            )
+        )
+    )
     assert torch.allclose(Ls[0](p), mse(by_hand, y), rtol=1e-14, atol=0)
     model.eval()  # eval mode: the running statistics, also taken from the module
     by_hand = model.b(torch.tanh(model.norm(model.a(x))))
@@ -261,7 +265,9 @@ def test_attention_dropout_in_train_mode_needs_a_seed(kind):
         ib.hvp(ib.model_loss(model, mse, x, y), ib.params_of(model), ib.params_of(model))
 
 
-@pytest.mark.parametrize("backend", [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+@pytest.mark.parametrize(
+    "backend", [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+)
 def test_the_callers_attention_kernel_setting_is_restored(backend):
     model, Ls = problem("encoder-eval")
     with sdpa_kernel([backend, SDPBackend.MATH]):

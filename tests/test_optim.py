@@ -103,7 +103,9 @@ def test_bracket_corrected_sweep_with_an_optimizer_equals_the_functional_update(
     expected = ib.bracket_corrected_steps(Ls, theta0, H, at="end")
     assert rel_err(ib.params_of(model), expected) < 1e-13
     # the correction is (h/2) Σ_{i<j}[∇L_i, ∇L_j]
-    brackets = ib.pytree.sum_trees([ib.lie_bracket(Ls[i], Ls[j], theta0) for i in range(3) for j in range(i + 1, 3)])
+    brackets = ib.pytree.sum_trees(
+        [ib.lie_bracket(Ls[i], Ls[j], theta0) for i in range(3) for j in range(i + 1, 3)]
+    )
     assert rel_err(ib.bracket_correction(Ls, theta0, H), ib.scale(brackets, H / 2)) < 1e-12
 
 
