@@ -278,8 +278,9 @@ def detach(tree: Params) -> Params:
 def value_and_grad(loss: Loss, params: Params, *, create_graph: bool = False) -> tuple[Tensor, Params]:
     """(L(θ), ∇L(θ)).
 
-    With ``create_graph=True`` and ``params`` that require grad, both
-    stay differentiable."""
+    With ``create_graph=True`` and ``params`` that require grad (a model's own parameters), both
+    stay differentiable; otherwise both are detached.
+    """
     leaves, attached = _leaves(params)
     value, g = _value_and_grad(loss, leaves, create_graph, "loss")
     if create_graph and attached:
@@ -388,7 +389,7 @@ def sum_losses(losses: Sequence[Loss]) -> Loss:
 def check_losses(losses: Sequence[Loss]) -> list[Loss]:
     """Raise unless ``losses`` is a non-empty sequence of callables; return it as a list."""
     if callable(losses):
-        raise TypeError("losses must be a sequence of loss callables, got a single callable; wrap it: [loss]")
+        raise TypeError("losses must be a sequence of loss callables, got a single callable")
     if isinstance(losses, (str, bytes, Mapping)) or not isinstance(losses, (Sequence, Iterable)):
         raise TypeError(f"losses must be a sequence of loss callables, got {type(losses).__name__}")
     losses = list(losses)
