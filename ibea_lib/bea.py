@@ -15,7 +15,7 @@ gradients' worth of extra work, and memory stays linear in the number of paramet
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -32,6 +32,23 @@ def _with_prefix_sums(gs: list[Params], base: Params | list[Params], c: float) -
         out.append(add(bases[k], prefix, alpha=c))
         prefix = add(prefix, gs[k]) if k + 1 < len(gs) else prefix
     return out
+
+
+def _field(
+    losses: Sequence[Loss],
+    params: Params,
+    coefficients: Callable[[list[Params], Params], list[Params]],
+    what: str,
+) -> Params:
+    """−G + Σ_k H_k u_k with u = coefficients(gs, G) and G = Σ_k g_k (formed once): every modified field."""
+    total: list[Params] = []
+
+    def with_total(gs: list[Params]) -> list[Params]:
+        total.append(sum_trees(gs))
+        return coefficients(gs, total[0])
+
+    hv, _ = hessian_terms(losses, params, with_total)
+    return check_finite(add(hv, total[0], alpha=-1.0), what)
 
 
 def lie_bracket(loss_a: Loss, loss_b: Loss, params: Params) -> Params:
@@ -113,8 +130,7 @@ def multitask_field(losses: Sequence[Loss], params: Params, lr: float) -> Params
     One GD step of size h on the summed loss follows the flow of F for time h to O(h³).
     """
     h = check_lr(lr)
-    hv, gs = hessian_terms(losses, params, lambda gs: [scale(sum_trees(gs), -h / 2)] * len(gs))
-    return check_finite(add(hv, sum_trees(gs), alpha=-1.0), "the multitask modified field")
+    return _field(losses, params, lambda gs, G: [scale(G, -h / 2)] * len(gs), "the multitask modified field")
 
 
 def gd_field(loss: Loss, params: Params, lr: float) -> Params:
@@ -133,12 +149,10 @@ def sequential_field(losses: Sequence[Loss], params: Params, lr: float) -> Param
     """
     h = check_lr(lr)
 
-    def coefficients(gs: list[Params]) -> list[Params]:
-        half = scale(sum_trees(gs), -h / 2)  # −(h/2) G, then u_k = −(h/2) G + h P_k
-        return _with_prefix_sums(gs, half, h)
+    def coefficients(gs: list[Params], G: Params) -> list[Params]:
+        return _with_prefix_sums(gs, scale(G, -h / 2), h)  # u_k = −(h/2) G + h P_k
 
-    hv, gs = hessian_terms(losses, params, coefficients)
-    return check_finite(add(hv, sum_trees(gs), alpha=-1.0), "the sequential modified field")
+    return _field(losses, params, coefficients, "the sequential modified field")
 
 
 def order_averaged_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
@@ -149,8 +163,7 @@ def order_averaged_field(losses: Sequence[Loss], params: Params, lr: float) -> P
     One reverse pass for all the Hessian terms.
     """
     h = check_lr(lr)
-    hv, gs = hessian_terms(losses, params, lambda gs: [scale(g, -h / 2) for g in gs])
-    return check_finite(add(hv, sum_trees(gs), alpha=-1.0), "the order-averaged field")
+    return _field(losses, params, lambda gs, G: [scale(g, -h / 2) for g in gs], "the order-averaged field")
 
 
 def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
