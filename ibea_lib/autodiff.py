@@ -117,7 +117,7 @@ class ModelLoss:
         cuda = self._cuda or tuple(sorted({t.device.index or 0 for t in params.values() if t.is_cuda}))
         with torch.random.fork_rng(devices=cuda):
             if self.seed is not None:
-                torch.manual_seed(self.seed)
+                _seed_forked(self.seed, cuda)
                 return self.criterion(functional_call(model, state, (self.inputs,)), self.targets)
             before = _rng_state(cuda)
             out = self.criterion(functional_call(model, state, (self.inputs,)), self.targets)
@@ -128,6 +128,14 @@ class ModelLoss:
                     "ib.model_loss to use the same random draws at every call"
                 )
             return out
+
+
+def _seed_forked(seed: int, cuda: Sequence[int]) -> None:
+    """Seed only the generators that the enclosing ``fork_rng`` restores (the CPU's and ``cuda``'s)."""
+    torch.default_generator.manual_seed(seed)
+    for d in cuda:
+        with torch.cuda.device(d):
+            torch.cuda.manual_seed(seed)
 
 
 def _rng_state(cuda: Sequence[int]) -> list[Tensor]:
