@@ -127,3 +127,28 @@ def test_train_phase_matches_manual_gd_and_records():
     # a schedule of one loss is the same as the loss
     p2, _ = cl.train_phase(net, p0, cl.schedule([lb], 4), 0.3, 4, progress=False)
     assert all(torch.allclose(p[k], p2[k]) for k in p)
+
+
+def _fixed_point(first, second, h):
+    (A1, b1), (A2, b2) = first, second
+    eye = torch.eye(len(b1), dtype=torch.float64)
+    M = (eye - h * A2) @ (eye - h * A1)
+    c = -(eye - h * A2) @ (h * b1) - h * b2
+    return torch.linalg.solve(eye - M, c)
+
+
+def test_fixed_point_gap_predicted_by_bracket_at_compromise():
+    """Chapter 07: θ*_AB − θ*_BA = h (A_A + A_B)⁻¹ [∇L_A, ∇L_B](θ*) + O(h²), checked on random 4-D
+    quadratics (the chapter uses rotated 2-D valleys): the relative error shrinks like h."""
+    (ta, tb, _), (la, lb, _) = _quads()
+    star = torch.linalg.solve(ta[0] + tb[0], -(ta[1] + tb[1]))
+    lrs, rel = [0.04, 0.02, 0.01], []
+    for h in lrs:
+        gap = _fixed_point(ta, tb, h) - _fixed_point(tb, ta, h)
+        pred = h * torch.linalg.solve(ta[0] + tb[0], ib.lie_bracket(la, lb, star))
+        rel.append(float((gap - pred).norm() / gap.norm()))
+    assert abs(ib.fit_order(lrs, rel) - 1) < 0.2 and rel[-1] < 0.1
+    p = torch.zeros(4, dtype=torch.float64)  # the fixed point is the limit of the sweeps
+    for _ in range(3000):
+        p = ib.sequential_steps([la, lb], p, 0.04)
+    assert torch.allclose(p, _fixed_point(ta, tb, 0.04), atol=1e-8)
