@@ -40,9 +40,15 @@ def test_parallelogram_gap_is_s_squared_bracket():
         assert out["xy"].shape == (41, 2)
 
 
-def test_flow_path_exponential():
-    path = cl.flow_path(lambda x: -x, torch.ones(1, dtype=torch.float64), 1.0, steps=40)
-    assert abs(float(path[-1, 0]) - math.exp(-1)) < 1e-7
+def test_parallelogram_paths_follow_the_flows():
+    # X = −x (contraction), Y = rotation: the first half of "xy" is e^{−t} x0, exactly to RK4 accuracy
+    X = lambda x: -x  # noqa: E731
+    Y = lambda x: torch.stack([-x[1], x[0]])  # noqa: E731
+    x0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    out = cl.parallelogram(X, Y, x0, 1.0, steps=40)
+    assert torch.allclose(out["xy"][40], math.exp(-1) * x0, atol=1e-7)
+    # the two fields commute ([X, Y] = 0: rotations commute with scalings), so the gap vanishes
+    assert float(out["gap"].norm()) < 1e-7
 
 
 def test_order_gap_exact_for_quadratics():
@@ -94,7 +100,7 @@ def test_correlations():
 
 def test_bad_inputs():
     with pytest.raises(ValueError):
-        cl.flow_path(lambda x: x, torch.zeros(2, dtype=torch.float64), 1.0, steps=0)
+        cl.parallelogram(lambda x: x, lambda x: x, torch.zeros(2, dtype=torch.float64), 1.0, steps=0)
     with pytest.raises(TypeError):
         cl.field_jacobian(lambda x: x, [1.0, 2.0])
     with pytest.raises(ValueError):
