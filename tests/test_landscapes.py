@@ -30,11 +30,11 @@ def test_quadratic_flow_trajectory_closed_form():
 
 
 def test_two_parameter_model_minima_and_sharpness():
-    loss = ls.two_parameter_model(x=2.0, y=3.0)
+    loss = ls.two_parameter_model(xi=2.0, eta=3.0)
     theta = torch.tensor([1.5, 1.0], dtype=DT)  # a*b*x = 3 = y
     assert float(loss(theta)) == 0.0
-    assert torch.allclose(ls.sharpness(loss, theta), ls.two_parameter_sharpness(theta, x=2.0))
-    assert float(ls.two_parameter_sharpness(theta, x=2.0)) == pytest.approx(4 * (1.5**2 + 1.0))
+    assert torch.allclose(ls.sharpness(loss, theta), ls.two_parameter_sharpness(theta, xi=2.0))
+    assert float(ls.two_parameter_sharpness(theta, xi=2.0)) == pytest.approx(4 * (1.5**2 + 1.0))
 
 
 def test_rosenbrock_minimum():
@@ -89,3 +89,26 @@ def test_grid_values():
     X, Y, Z = ls.grid_values(ls.quadratic_2d(1.0, 10.0), (-1, 1), (-2, 2), n=5)
     assert Z.shape == (5, 5)
     assert Z[0, 0] == pytest.approx(0.5 * (1 + 10 * 4))
+
+
+def test_rosenbrock_hessian_closed_form_matches_autograd():
+    gen = torch.Generator().manual_seed(0)
+    for b in (3.0, 10.0):
+        loss = ls.rosenbrock(a=0.7, b=b)
+        for _ in range(3):
+            theta = torch.randn(2, generator=gen, dtype=DT)
+            assert torch.allclose(ls.rosenbrock_hessian(theta, b=b), ls.hessian(loss, theta), rtol=1e-12)
+    # the start point of chapter 01: λ_max ≈ 131.5
+    lam = torch.linalg.eigvalsh(ls.rosenbrock_hessian(torch.tensor([-1.2, 1.6], dtype=DT)))[-1]
+    assert float(lam) == pytest.approx(65.4 + math.sqrt(45.4**2 + 48**2), rel=1e-9)
+
+
+def test_modified_2d_matches_core_and_vmaps():
+    loss = ls.two_parameter_model(xi=1.5, eta=0.5)
+    mod = ls.modified_2d(loss, 0.2)
+    points = torch.randn(6, 2, generator=torch.Generator().manual_seed(1), dtype=DT)
+    values = torch.func.vmap(mod)(points)
+    for p, v in zip(points, values):
+        assert torch.allclose(v, ib.modified_loss(loss, p, 0.2), rtol=1e-12)
+    X, Y, Z = ls.grid_values(mod, (-1, 1), (-1, 1), n=4)
+    assert Z.shape == (4, 4)

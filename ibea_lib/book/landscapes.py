@@ -5,9 +5,11 @@ so :func:`ibea_lib.grad`, :func:`ibea_lib.gd_field`, :func:`ibea_lib.flow` apply
 
 * :func:`quadratic_2d`: ½(λ₁θ₁² + λ₂θ₂²), an ill-conditioned bowl.
 * :func:`rosenbrock`: (a − θ₁)² + b(θ₂ − θ₁²)², a curved valley.
-* :func:`two_parameter_model`: ½(y − θ₁θ₂x)², the model of Barrett & Dherin (2021, Fig. 1):
-  its minima form the hyperbola θ₁θ₂ = y/x, and the sharpness x²(θ₁² + θ₂²) of a minimum is
-  smallest where θ₁ = θ₂.
+* :func:`two_parameter_model`: ½(η − θ₁θ₂ξ)² for one data point (ξ, η), the model of Barrett &
+  Dherin (2021, Fig. 1); the book writes θ = (x, y): its minima form the hyperbola xy = η/ξ, and
+  the sharpness ξ²(x² + y²) of a minimum is smallest where x = y.
+* :func:`rosenbrock_hessian`: the closed-form Hessian of :func:`rosenbrock` (independent of autograd).
+* :func:`modified_2d`: L + (h/4)‖∇L‖² as a loss that ``torch.func.vmap`` can evaluate on a grid.
 
 Trajectories are tensors of shape ``(n + 1, d)``: :func:`gd_trajectory` (the iterates) and
 :func:`flow_trajectory` (a flow sampled at equally spaced times, by :func:`ibea_lib.flow`).
@@ -74,28 +76,54 @@ def rosenbrock(a: float = 1.0, b: float = 10.0) -> Loss:
     return loss
 
 
-def two_parameter_model(x: float = 1.0, y: float = 1.0) -> Loss:
-    """E(a, b) = ½(y − a·b·x)², one data point (x, y) fitted by the prediction a·b·x.
+def rosenbrock_hessian(theta: Tensor, a: float = 1.0, b: float = 10.0) -> Tensor:
+    """The Hessian of :func:`rosenbrock` in closed form (the parameter ``a`` does not enter it).
 
-    The model of Barrett & Dherin (2021, Fig. 1). Its global minima are the hyperbola
-    a·b = y/x; the Hessian there is x²·(b, a)(b, a)ᵀ, with largest eigenvalue (sharpness)
-    x²(a² + b²) (see :func:`two_parameter_sharpness`), smallest at the balanced point a = b.
-    Gradient flow conserves a² − b²; gradient descent does not.
+    ∂²L/∂θ₁² = 2 − 4b(θ₂ − θ₁²) + 8bθ₁², ∂²L/∂θ₁∂θ₂ = −4bθ₁, ∂²L/∂θ₂² = 2b.
     """
-    x = _positive(x, "x")
-    y = float(y)
+    _check_2d(theta)
+    b = _positive(b, "b")
+    t1, t2 = theta[0], theta[1]
+    h11 = 2 - 4 * b * (t2 - t1**2) + 8 * b * t1**2
+    h12 = -4 * b * t1
+    return torch.stack([torch.stack([h11, h12]), torch.stack([h12, 2 * b + 0 * t1])])
+
+
+def two_parameter_model(xi: float = 1.0, eta: float = 1.0) -> Loss:
+    """E(x, y) = ½(η − x·y·ξ)², one data point (ξ, η) fitted by the prediction x·y·ξ.
+
+    The model of Barrett & Dherin (2021, Fig. 1), with the two parameters θ = (x, y) (the book's
+    notation, the same as in Part II). Its global minima are the hyperbola x·y = η/ξ; the Hessian
+    there is ξ²·(y, x)(y, x)ᵀ, with largest eigenvalue (sharpness) ξ²(x² + y²)
+    (see :func:`two_parameter_sharpness`), smallest at the balanced point x = y.
+    Gradient flow conserves x² − y²; gradient descent does not.
+    """
+    xi = _positive(xi, "xi")
+    eta = float(eta)
 
     def loss(theta: Tensor) -> Tensor:
         _check_2d(theta)
-        return 0.5 * (y - theta[0] * theta[1] * x) ** 2
+        return 0.5 * (eta - theta[0] * theta[1] * xi) ** 2
 
     return loss
 
 
-def two_parameter_sharpness(theta: Tensor, x: float = 1.0) -> Tensor:
-    """x²(a² + b²): the largest Hessian eigenvalue of :func:`two_parameter_model` at a minimum."""
+def two_parameter_sharpness(theta: Tensor, xi: float = 1.0) -> Tensor:
+    """ξ²(x² + y²): the largest Hessian eigenvalue of :func:`two_parameter_model` at a minimum."""
     _check_2d(theta)
-    return _positive(x, "x") ** 2 * (theta[0] ** 2 + theta[1] ** 2)
+    return _positive(xi, "xi") ** 2 * (theta[0] ** 2 + theta[1] ** 2)
+
+
+def modified_2d(loss: Loss, lr: float) -> Loss:
+    """θ ↦ L(θ) + (h/4)‖∇L(θ)‖², h = ``lr``, written with ``torch.func.grad`` so that it can be
+    vmapped (for :func:`contour`); it agrees with :func:`ibea_lib.modified_loss`."""
+    h = check_lr(lr)
+    grad_fn = torch.func.grad(loss)
+
+    def modified(theta: Tensor) -> Tensor:
+        return loss(theta) + (h / 4) * (grad_fn(theta) ** 2).sum()
+
+    return modified
 
 
 # ---------------------------------------------------------------------------- derivatives
