@@ -95,7 +95,8 @@ def strip_solutions(markdown: str) -> str:
                 while j < len(lines):
                     end = FENCE_OPEN.match(lines[j])
                     if end and end.group("name") == "solution-end":
-                        close = re.compile(rf"^[ \t]*{re.escape(end.group('fence')[0])}{{{len(end.group('fence'))},}}\s*$")
+                        end_fence = end.group("fence")
+                        close = re.compile(rf"^[ \t]*{re.escape(end_fence[0])}{{{len(end_fence)},}}\s*$")
                         j += 1
                         while j < len(lines) and not close.match(lines[j]):
                             j += 1

@@ -108,7 +108,7 @@ def epoch_path(
     """
     losses = check_losses(batch_losses)
     if not isinstance(params, Tensor):
-        raise TypeError(f"params must be a torch.Tensor (one vector of parameters), got {type(params).__name__}")
+        raise TypeError(f"params must be a torch.Tensor (one parameter vector), got {type(params).__name__}")
     epochs = check_positive_int(epochs, "epochs")
     if reshuffle and order is not None:
         raise ValueError("pass either order= (a fixed order) or reshuffle=True, not both")
