@@ -140,7 +140,10 @@ def test_command_line(tmp_path):
     one = ROOT / "book" / "01_gd_is_euler.ipynb"
     done = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "make_assignments.py"), str(tmp_path), str(one)],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert "01_gd_is_euler.ipynb" in done.stdout
     assert (tmp_path / one.name).exists()

@@ -34,8 +34,10 @@ def _check_vector(theta: Tensor, name: str = "theta") -> None:
     if not isinstance(theta, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(theta).__name__}")
     if theta.dim() != 1 or not theta.is_floating_point():
-        raise ValueError(f"{name} must be a 1-dim floating-point tensor, got shape {tuple(theta.shape)}, "
-                         f"dtype {theta.dtype}")
+        raise ValueError(
+            f"{name} must be a 1-dim floating-point tensor, got shape {tuple(theta.shape)}, "
+            f"dtype {theta.dtype}"
+        )
 
 
 def _check_2d(theta: Tensor) -> None:
@@ -257,8 +259,15 @@ def contour(
     if log:
         lo = max(float(Z.min()), 1e-6 * float(Z.max()), 1e-12)
         lv = np.geomspace(lo, float(Z.max()), levels)
-        ax.contourf(X, Y, np.maximum(Z, lo), levels=lv, cmap="Greys_r", alpha=0.35,
-                    norm=plt.matplotlib.colors.LogNorm())
+        ax.contourf(
+            X,
+            Y,
+            np.maximum(Z, lo),
+            levels=lv,
+            cmap="Greys_r",
+            alpha=0.35,
+            norm=plt.matplotlib.colors.LogNorm(),
+        )
         ax.contour(X, Y, np.maximum(Z, lo), levels=lv, colors="k", linewidths=0.3, alpha=0.4)
     else:
         ax.contourf(X, Y, Z, levels=levels, cmap="Greys_r", alpha=0.35)
