@@ -11,13 +11,15 @@ so :func:`ibea_lib.grad`, :func:`ibea_lib.gd_field`, :func:`ibea_lib.flow` apply
 * :func:`rosenbrock_hessian`: the closed-form Hessian of :func:`rosenbrock` (independent of autograd).
 * :func:`modified_2d`: L + (h/4)‖∇L‖² as a loss that ``torch.func.vmap`` can evaluate on a grid.
 
-Trajectories are tensors of shape ``(n + 1, d)``: :func:`gd_trajectory` (the iterates) and
-:func:`flow_trajectory` (a flow sampled at equally spaced times, by :func:`ibea_lib.flow`).
+Trajectories are tensors of shape ``(n + 1, d)``: :func:`gd_trajectory` (the iterates); a flow
+sampled at the times 0, h, …, nh is ``ib.flow_path(field, θ0, n * h, steps=n * s)[::s]`` (RK4 with s
+sub-steps per interval). The sharpness of a small problem: ``torch.linalg.eigvalsh(hessian(L, θ))[-1]``
+or ``ib.sharpness``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -26,8 +28,6 @@ from torch import Tensor
 from ..autodiff import Loss, grad
 from ..integrate import flow
 from ..pytree import check_lr, check_positive_int
-
-Field = Callable[[Tensor], Tensor]
 
 
 def _check_vector(theta: Tensor, name: str = "theta") -> None:
@@ -137,11 +137,6 @@ def hessian(loss: Loss, theta: Tensor) -> Tensor:
     return torch.autograd.functional.hessian(loss, theta.detach())
 
 
-def sharpness(loss: Loss, theta: Tensor) -> Tensor:
-    """The largest eigenvalue of ∇²L(θ) (small d only)."""
-    return torch.linalg.eigvalsh(hessian(loss, theta))[-1]
-
-
 def gd_field_second_order(loss: Loss, theta: Tensor, lr: float) -> Tensor:
     """The GD modified field to second order in h, for a loss on a 1-dim tensor θ.
 
@@ -177,48 +172,32 @@ def gd_trajectory(loss: Loss, theta0: Tensor, lr: float, steps: int) -> Tensor:
     return torch.stack(out)
 
 
-def flow_trajectory(field: Field, theta0: Tensor, dt: float, points: int, substeps: int = 10) -> Tensor:
-    """θ(0), θ(dt), …, θ(points·dt) of θ' = F(θ), as a tensor (points + 1, d).
-
-    Each interval of length dt is integrated by RK4 with ``substeps`` sub-steps
-    (:func:`ibea_lib.flow`). Use ``field = lambda p: -ib.grad(L, p)`` for the gradient flow and
-    ``lambda p: ib.gd_field(L, p, h)`` for the modified flow of GD with step h.
-    """
-    _check_vector(theta0, "theta0")
-    dt = _positive(dt, "dt")
-    points = check_positive_int(points, "points")
-    out = [theta0.detach().clone()]
-    for _ in range(points):
-        out.append(flow(field, out[-1], dt, steps=substeps))
-    return torch.stack(out)
-
-
-def max_distance(a: Tensor, b: Tensor) -> float:
-    """max_k ‖a_k − b_k‖ between two trajectories of the same shape (n + 1, d)."""
+def max_distance(a: Tensor, b: Tensor) -> Tensor:
+    """max_k ‖a_k − b_k‖ between two trajectories of the same shape (n + 1, d), a 0-dim tensor."""
     if a.shape != b.shape or a.dim() != 2:
         raise ValueError(
             f"trajectories must have the same shape (n + 1, d), got {tuple(a.shape)} and {tuple(b.shape)}"
         )
-    return float((a - b).norm(dim=1).max())
+    return (a - b).norm(dim=1).max()
 
 
 def global_errors(
     loss: Loss, theta0: Tensor, lrs: Sequence[float], t_end: float, substeps: int = 20
-) -> list[float]:
-    """‖θ_n − θ(t_end)‖ for each h in ``lrs``, with n = t_end / h GD steps (must be an integer).
+) -> Tensor:
+    """‖θ_n − θ(t_end)‖ for each h in ``lrs`` (a 1-D tensor), with n = t_end / h GD steps (an integer).
 
     θ(t) is the gradient flow from θ0, sampled at the same times by RK4 (``substeps`` per step).
     """
     errors = []
     for h in lrs:
-        h = check_lr(h, "every entry of lrs")
+        h = check_lr(float(h), "every entry of lrs")
         n = round(t_end / h)
         if n < 1 or abs(n * h - t_end) > 1e-9 * max(1.0, t_end):
             raise ValueError(f"t_end / h must be a positive integer; got t_end={t_end}, h={h}")
         gd = gd_trajectory(loss, theta0, h, n)[-1]
         exact = flow(lambda p: -grad(loss, p), theta0, t_end, steps=n * substeps)
-        errors.append(float((gd - exact).norm()))
-    return errors
+        errors.append((gd - exact).norm())
+    return torch.stack(errors)
 
 
 # ---------------------------------------------------------------------------- pictures
