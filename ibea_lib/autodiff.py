@@ -326,8 +326,8 @@ def gradient_terms(losses: Sequence[Loss], params: Params, combine: Combine) -> 
     return {k: v.detach() for k, v in out.items()} if isinstance(out, Mapping) else out.detach()
 
 
-Coefficients = Callable[[list[Params]], list[Params]]
-"""Task gradients g_1…g_n -> the vectors u_1…u_n that multiply H_1…H_n."""
+Coefficients = Callable[[list[Params]], list[Params | tuple[float, Params]]]
+"""Task gradients g_1…g_n -> the vectors u_1…u_n that multiply H_1…H_n (or pairs (c, w): u = c·w)."""
 
 
 @torch.enable_grad()
@@ -337,7 +337,8 @@ def hessian_terms(
     """(Σ_k H_k u_k, [g_1, …, g_n]): all the Hessian terms of a formula, in one extra reverse pass.
 
     ``coefficients(gs)`` maps the task gradients g_k = ∇L_k(θ) to the vectors u_k; then
-    Σ_k H_k u_k = ∇_θ Σ_k ⟨∇L_k(θ), sg(u_k)⟩ (sg = stop-gradient). Every modified field, bracket
+    Σ_k H_k u_k = ∇_θ Σ_k ⟨∇L_k(θ), sg(u_k)⟩ (sg = stop-gradient). A u_k may also be given as a
+    pair ``(c, w)`` for u_k = c·w, which saves forming the scaled vector. Every modified field, bracket
     and HVP of the library is such a sum with its own u_k. Both results are detached; the sum is
     not checked for finiteness here (the caller checks its final result once).
     """
@@ -347,12 +348,20 @@ def hessian_terms(
     gs = [g for _, g in pairs]
     detached = [detach(g) for g in gs]
     us = coefficients(detached)
-    s = sum(dot(g, detach(u)) for g, u in zip(gs, us))
+    s = sum(_term(g, u) for g, u in zip(gs, us))
     xs = tensors(leaves)
     if not s.requires_grad:  # every loss is (at most) linear in params: all Hessians vanish
         return rebuild(leaves, [torch.zeros_like(x) for x in xs]), detached
     hs = torch.autograd.grad(s, xs, allow_unused=True)
     return rebuild(leaves, [torch.zeros_like(x) if h is None else h for x, h in zip(xs, hs)]), detached
+
+
+def _term(g: Params, u: Params | tuple[float, Params]) -> Tensor:
+    """⟨g, sg(u)⟩, or c·⟨g, sg(u)⟩ for a pair (c, u) (c·u is never formed)."""
+    if isinstance(u, tuple):
+        c, u = u
+        return c * dot(g, detach(u))
+    return dot(g, detach(u))
 
 
 def hvp(loss: Loss, params: Params, v: Params) -> Params:

@@ -24,13 +24,13 @@ from .autodiff import Loss, check_finite, check_losses, detach, gradient_terms, 
 from .pytree import Params, add, check_lr, check_params, dot, scale, sum_trees, zeros_like
 
 
-def _with_prefix_sums(gs: list[Params], base: Params | list[Params], c: float) -> list[Params]:
-    """u_k = base_k + c·P_k with the prefix sums P_k = Σ_{i<k} g_i (P_0 = 0, no zeros formed)."""
-    bases = base if isinstance(base, list) else [base] * len(gs)
-    out, prefix = [bases[0]], gs[0]
+def _prefix_sums(gs: list[Params]) -> list[Params]:
+    """P_k = Σ_{i<k} g_i for k = 1, …, n−1 (P_0 = 0 is left out: no zeros are formed)."""
+    out, prefix = [], gs[0]
     for k in range(1, len(gs)):
-        out.append(add(bases[k], prefix, alpha=c))
-        prefix = add(prefix, gs[k]) if k + 1 < len(gs) else prefix
+        out.append(prefix)
+        if k + 1 < len(gs):
+            prefix = add(prefix, gs[k])
     return out
 
 
@@ -59,7 +59,7 @@ def lie_bracket(loss_a: Loss, loss_b: Loss, params: Params) -> Params:
     halves are summed inside one backward pass, so for equal but distinct loss objects the result
     is zero to round-off; for the same object (``lie_bracket(L, L, θ)``) it is exactly zero.
     """
-    hv, _ = hessian_terms([loss_a, loss_b], params, lambda gs: [scale(gs[1], -1.0), gs[0]])
+    hv, _ = hessian_terms([loss_a, loss_b], params, lambda gs: [(-1.0, gs[1]), gs[0]])
     if loss_a is loss_b:  # [X, X] = 0 exactly (the computation above checked the inputs)
         return zeros_like(hv)
     return check_finite(hv, "the Lie bracket")
@@ -130,7 +130,7 @@ def multitask_field(losses: Sequence[Loss], params: Params, lr: float) -> Params
     One GD step of size h on the summed loss follows the flow of F for time h to O(h³).
     """
     h = check_lr(lr)
-    return _field(losses, params, lambda gs, G: [scale(G, -h / 2)] * len(gs), "the multitask modified field")
+    return _field(losses, params, lambda gs, G: [(-h / 2, G)] * len(gs), "the multitask modified field")
 
 
 def gd_field(loss: Loss, params: Params, lr: float) -> Params:
@@ -150,7 +150,8 @@ def sequential_field(losses: Sequence[Loss], params: Params, lr: float) -> Param
     h = check_lr(lr)
 
     def coefficients(gs: list[Params], G: Params) -> list[Params]:
-        return _with_prefix_sums(gs, scale(G, -h / 2), h)  # u_k = −(h/2) G + h P_k
+        # u_k = (h/2)(2 P_k − G) = −(h/2)(G − 2 P_k); u_0 = −(h/2) G
+        return [(-h / 2, G), *((-h / 2, add(G, p, alpha=-2.0)) for p in _prefix_sums(gs))]
 
     return _field(losses, params, coefficients, "the sequential modified field")
 
@@ -163,7 +164,7 @@ def order_averaged_field(losses: Sequence[Loss], params: Params, lr: float) -> P
     One reverse pass for all the Hessian terms.
     """
     h = check_lr(lr)
-    return _field(losses, params, lambda gs, G: [scale(g, -h / 2) for g in gs], "the order-averaged field")
+    return _field(losses, params, lambda gs, G: [(-h / 2, g) for g in gs], "the order-averaged field")
 
 
 def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
@@ -178,8 +179,9 @@ def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
         raise ValueError("bracket_sum needs at least two losses")
 
     def coefficients(gs: list[Params]) -> list[Params]:
-        minus = scale(sum_trees(gs), -1.0)  # u_k = (g_k − G) + 2 P_k
-        return _with_prefix_sums(gs, [add(minus, g) for g in gs], 2.0)
+        minus = scale(sum_trees(gs), -1.0)
+        bases = [add(minus, g) for g in gs]  # u_k = (g_k − G) + 2 P_k
+        return [bases[0], *(add(b, p, alpha=2.0) for b, p in zip(bases[1:], _prefix_sums(gs)))]
 
     hv, _ = hessian_terms(losses, params, coefficients)
     return check_finite(hv, "the bracket sum")
