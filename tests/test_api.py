@@ -82,3 +82,20 @@ def test_numbers_are_tensors():
     ):
         assert isinstance(value, torch.Tensor) and value.dim() == 0
     assert all(t.dim() == 0 for t in ib.multitask_terms([L, L], th, 0.1).values())
+
+
+def test_overhead_benchmark_smoke():
+    """benchmarks/bench_overhead.py --quick runs (and checks that both sides agree); no timing assert."""
+    import subprocess
+    import sys
+
+    script = ROOT / "benchmarks" / "bench_overhead.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--quick"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "", "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert "lie_bracket" in out.stdout and "library/bare" in out.stdout
