@@ -41,9 +41,32 @@ def test_colab_cells_follow_the_repository_setting():
 def test_colab_cell_does_nothing_outside_colab():
     source = sync_notebooks.colab_source("https://github.com/x/y", "main")
     assert source.count('if "google.colab" in sys.modules:') == 1
-    # The install must not replace Colab's torch: no torch pin, no --upgrade, no -r requirements.
-    install = source.splitlines()[-1]
+    # The install must not replace Colab's packages: no pin, no --upgrade, no -r requirements.
+    (install,) = [line for line in source.splitlines() if "%pip" in line]
     assert "torch" not in install and "--upgrade" not in install and "requirements" not in install
+    assert "-U " not in install and "ipywidgets" not in install
+    assert "Restart the session" in source
+
+
+def test_no_repository_address_outside_the_config():
+    # The address lives in _config.yml; the Colab cells get it from tools/sync_notebooks.py.
+    url, _ = sync_notebooks.repository()
+    slug = url.removeprefix("https://github.com/")
+    bad = []
+    for path in [*chapters(), *(ROOT / "ibea_lib").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]:
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]) if path.suffix == ".ipynb" else [
+            (0, {"source": path.read_text(), "metadata": {}})
+        ]:
+            if sync_notebooks.TAG in cell["metadata"].get("tags", []):
+                continue
+            if slug in "".join(cell["source"]):
+                bad.append(f"{path.name} cell {i}")
+    assert not bad, "hard-coded repository address (read it from _config.yml): " + ", ".join(bad)
+
+
+def test_package_keeps_colabs_ipywidgets():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert '"ipywidgets>=7.7"' in text and '"torch>=2.1"' in text
 
 
 def test_sync_check_passes():

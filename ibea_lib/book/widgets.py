@@ -3,6 +3,10 @@
 A slider that runs Python needs a live kernel. :func:`frame_slider` instead renders one
 figure per slider position in advance and links the slider to the shown figure in the
 browser (``jslink``), so it works the same in JupyterLab, Colab and the built HTML.
+
+ipywidgets 8 has a ``Stack`` widget (one child shown at a time) that the slider is linked to.
+ipywidgets 7 (Google Colab ships 7.7.1) has none: there the slider swaps the value of one
+``Image`` from Python, which needs the live kernel that Colab and Jupyter have.
 """
 
 from __future__ import annotations
@@ -44,6 +48,16 @@ def frame_slider(
         style={"description_width": "initial"},
         layout=widgets.Layout(width="420px"),
     )
-    stack = widgets.Stack(images, selected_index=start)
-    widgets.jslink((slider, "index"), (stack, "selected_index"))
-    return widgets.VBox([slider, stack])
+    if hasattr(widgets, "Stack"):  # ipywidgets >= 8: linked in the browser, no kernel needed
+        stack = widgets.Stack(images, selected_index=start)
+        widgets.jslink((slider, "index"), (stack, "selected_index"))
+        return widgets.VBox([slider, stack])
+    # ipywidgets 7: one Image whose PNG is swapped by the kernel when the slider moves
+    frames = [image.value for image in images]
+    shown = widgets.Image(value=frames[start], format="png")
+
+    def show(change):
+        shown.value = frames[change["new"]]
+
+    slider.observe(show, names="index")
+    return widgets.VBox([slider, shown])
