@@ -129,3 +129,27 @@ def test_markdown_has_no_mangled_latex():
         for m in re.finditer(r"(?<![\\A-Za-z])(abla|heta|arphi)\b|^rac\b", text, re.M):
             bad.append(f"{name} cell {i}: {text[max(0, m.start() - 20):m.end() + 10]!r}")
     assert not bad, "\n".join(bad)
+
+
+def test_every_stored_widget_has_its_state():
+    # JupyterLab and the HTML book show a stored widget only from the widget state saved in the
+    # notebook when it was executed (nbclient's store_widget_state, on by default in nbconvert).
+    bad = []
+    for nb_path in chapters():
+        nb = json.loads(nb_path.read_text())
+        state = nb["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+        models = state.get("state", {})
+        for i, cell in enumerate(nb["cells"]):
+            for out in cell.get("outputs", []):
+                view = out.get("data", {}).get("application/vnd.jupyter.widget-view+json")
+                if view and view["model_id"] not in models:
+                    bad.append(f"{nb_path.name} cell {i}")
+    assert not bad, "widget outputs without saved state (re-execute with nbconvert): " + ", ".join(bad)
+
+
+def test_chapters_open_unmodified_in_jupyterlab():
+    # JupyterLab marks a notebook modified (and autosaves it) when it has to fill in its kernelspec.
+    for nb_path in chapters():
+        meta = json.loads(nb_path.read_text())["metadata"]
+        assert meta.get("kernelspec", {}).get("name") == "python3", nb_path.name
+        assert meta.get("language_info", {}).get("name") == "python", nb_path.name

@@ -76,7 +76,7 @@ def test_a_failed_chapter_fails_every_build_until_it_runs(book_copy):
     for attempt in (1, 2):
         result = build(book_copy)
         log = result.stdout + result.stderr
-        assert result.returncode != 0, f"build {attempt} reported success with a broken chapter:\n{log[-3000:]}"
+        assert result.returncode != 0, f"build {attempt} passed with a broken chapter:\n{log[-3000:]}"
         assert "these chapters did not execute: tiny.ipynb" in log, log[-3000:]
         assert not page.exists(), "the broken page (with its traceback) was published"
     write_chapter(book_copy, "assert 1 + 1 == 2")

@@ -62,9 +62,12 @@ def sync(path: pathlib.Path, source: str, write: bool) -> bool:
     cells = nb["cells"]
     first = cells[0] if cells else None
     if first is not None and TAG in first.get("metadata", {}).get("tags", []):
-        if "".join(first["source"]) == source:
+        hidden = first["metadata"].get("jupyter", {}).get("source_hidden") is True
+        if "".join(first["source"]) == source and hidden:
             return False
         first["source"] = source.splitlines(keepends=True)
+        # JupyterLab shows the cell folded (the HTML book removes it: tag remove-cell)
+        first["metadata"].setdefault("jupyter", {})["source_hidden"] = True
     else:
         cells.insert(
             0,
@@ -72,7 +75,7 @@ def sync(path: pathlib.Path, source: str, write: bool) -> bool:
                 "cell_type": "code",
                 "execution_count": None,
                 "id": "colab-install",
-                "metadata": {"tags": [TAG, "remove-cell"]},
+                "metadata": {"tags": [TAG, "remove-cell"], "jupyter": {"source_hidden": True}},
                 "outputs": [],
                 "source": source.splitlines(keepends=True),
             },
