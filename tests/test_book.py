@@ -52,15 +52,16 @@ def test_no_repository_address_outside_the_config():
     # The address lives in _config.yml; the Colab cells get it from tools/sync_notebooks.py.
     url, _ = sync_notebooks.repository()
     slug = url.removeprefix("https://github.com/")
-    bad = []
-    for path in [*chapters(), *(ROOT / "ibea_lib").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]:
-        for i, cell in enumerate(json.loads(path.read_text())["cells"]) if path.suffix == ".ipynb" else [
-            (0, {"source": path.read_text(), "metadata": {}})
-        ]:
-            if sync_notebooks.TAG in cell["metadata"].get("tags", []):
-                continue
-            if slug in "".join(cell["source"]):
-                bad.append(f"{path.name} cell {i}")
+    texts = []
+    for nb_path in chapters():
+        for i, cell in enumerate(json.loads(nb_path.read_text())["cells"]):
+            if sync_notebooks.TAG not in cell["metadata"].get("tags", []):
+                texts.append((f"{nb_path.name} cell {i}", "".join(cell["source"])))
+    others = [*(ROOT / "ibea_lib").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py"),
+              *(ROOT / "tools").glob("*"), *(ROOT / "book").glob("*.md"),
+              ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "pyproject.toml"]
+    texts += [(str(p.relative_to(ROOT)), p.read_text()) for p in others if p.is_file()]
+    bad = [where for where, text in texts if slug in text]
     assert not bad, "hard-coded repository address (read it from _config.yml): " + ", ".join(bad)
 
 

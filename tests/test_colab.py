@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -115,12 +114,15 @@ def test_chapter_runs_in_fake_colab(colab, chapter, monkeypatch):
     assert sync_notebooks.TAG in first.metadata.get("tags", [])
     first.source = sync_notebooks.colab_source(f"file://{colab['clone']}", "main")
     probe = nbformat.v4.new_code_cell(
-        "import ibea_lib, ipywidgets\nprint('ibea_lib from', ibea_lib.__file__)\nprint('ipywidgets', ipywidgets.__version__)"
+        "import ibea_lib, ipywidgets\n"
+        "print('ibea_lib from', ibea_lib.__file__)\nprint('ipywidgets', ipywidgets.__version__)"
     )
     nb.cells.append(probe)
     workdir = colab["tmp"] / f"content-{chapter}"
     workdir.mkdir()
-    NotebookClient(nb, kernel_name="colab", timeout=600, resources={"metadata": {"path": str(workdir)}}).execute()
+    where = {"metadata": {"path": str(workdir)}}
+    client = NotebookClient(nb, kernel_name="colab", timeout=600, resources=where)
+    client.execute()
     install = "".join(o.get("text", "") for o in nb.cells[0].outputs)
     assert "Restart the session" not in install, install
     printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
