@@ -13,4 +13,4 @@ bash tools/fetch_assets.sh
 .venv/bin/ruff check .
 .venv/bin/python tools/sync_notebooks.py --check
 workers="${IBEA_TEST_WORKERS:-2}"
-.venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
+.venv/bin/python -m pytest -n "$workers" --dist loadfile --durations=12 "$@"
