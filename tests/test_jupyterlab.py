@@ -210,5 +210,6 @@ def test_chapter_in_jupyterlab(lab):
     driver.save_screenshot(str(tmp_path / "slider.png"))
 
     elapsed = time.monotonic() - start
+    # Budget: 3 minutes (about 1 minute on an idle 2-core machine). Not asserted: a busy machine is slower;
+    # the waits above bound each step.
     print(f"JupyterLab browser test: {elapsed:.0f} s")
-    assert elapsed < 180, f"the browser test took {elapsed:.0f} s (budget: 3 minutes)"
