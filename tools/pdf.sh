@@ -24,6 +24,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 status=0
+mkdir -p _build
 .venv/bin/jupyter-book build . --builder pdflatex "${args[@]}" > _build/pdf.log 2>&1 || status=$?
 mkdir -p _build/pdf
 log=_build/latex/ibea.log
