@@ -27,7 +27,7 @@ may change with the chapters. It is imported on first use (``ib.book`` or
 Conventions (sign of the bracket, time normalization) are those of the book's FORMULAS page.
 """
 
-from . import data, integrate, models, pytree
+from . import data, distributed, integrate, models, pytree
 from .autodiff import (
     Loss,
     grad,
@@ -51,6 +51,7 @@ from .bea import (
     order_averaged_field,
     sequential_field,
 )
+from .dataloss import DataLoss, data_loss  # scale (issue 11): data-set losses
 from .integrate import fit_order, flow, gd_step, geometric_lrs, local_errors, order_gap, sequential_steps
 from .pytree import Params, add, clone, dot, flatten, norm, scale, sub, unflatten, zeros_like
 from .regularizers import bracket_corrected_steps, conflict_free_loss, pcgrad, sgd_modified_loss
@@ -66,6 +67,9 @@ __all__ = [
     "pcgrad",
     "sgd_modified_loss",
     "data",
+    "data_loss",
+    "DataLoss",
+    "distributed",
     "integrate",
     "models",
     "pytree",
