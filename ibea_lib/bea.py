@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from . import factored as _factored  # scale (issue 11): the factored bracket for MLPs
 from .autodiff import Loss, _detach, _grads, _leaves, check_finite, check_losses, evaluate, grad
 from .pytree import Params, add, check_lr, dot, norm, rebuild, scale, tensors, tree_map, zeros_like
 
@@ -76,6 +77,9 @@ def lie_bracket(loss_a: Loss, loss_b: Loss, params: Params) -> Params:
     Antisymmetric, bilinear, zero for loss_a = loss_b. Computed as
     ∇_θ(⟨∇L_b(θ), sg(∇L_a)⟩ − ⟨∇L_a(θ), sg(∇L_b)⟩): two gradients plus one reverse pass.
     """
+    fast = _factored.hessian_terms([loss_a, loss_b], params, [[0.0, -1.0], [1.0, 0.0]])  # scale (issue 11)
+    if fast is not None:  # scale (issue 11)
+        return check_finite(fast, "the Lie bracket")  # scale (issue 11)
     hv, _ = hessian_terms([loss_a, loss_b], params, lambda gs: [scale(gs[1], -1.0), gs[0]])
     return check_finite(hv, "the Lie bracket")
 
@@ -169,6 +173,11 @@ def sequential_field(losses: Sequence[Loss], params: Params, lr: float) -> Param
     P_k = Σ_{i<k} g_i and the total G = Σ_i g_i.
     """
     h = check_lr(lr)
+    losses = check_losses(losses)
+    n = len(losses)  # scale (issue 11): u_k = Σ_j C_kj g_j, C_kj = h/2 (j<k), −h/2 (j≥k)
+    fast = _factored.hessian_terms(losses, params, _factored.sequential_coefficients(n, h), [-1.0] * n)
+    if fast is not None:  # scale (issue 11)
+        return check_finite(fast, "the sequential modified field")  # scale (issue 11)
 
     def coefficients(gs: list[Params]) -> list[Params]:
         total = _total(gs)
@@ -202,6 +211,9 @@ def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
     losses = check_losses(losses)
     if len(losses) < 2:
         raise ValueError("bracket_sum needs at least two losses")
+    fast = _factored.hessian_terms(losses, params, _factored.bracket_sum_coefficients(len(losses)))  # scale
+    if fast is not None:  # scale (issue 11)
+        return check_finite(fast, "the bracket sum")  # scale (issue 11)
 
     def coefficients(gs: list[Params]) -> list[Params]:
         total = _total(gs)
