@@ -13,10 +13,13 @@ tensors, and every vector returned has the same structure, device and dtype. The
 ``sequential_field``                         and of one step per task in a fixed order
 ``order_averaged_field``, ``bracket_sum``    the field without brackets, and Σ_{i<j} [∇L_i, ∇L_j]
 ``hessian_terms(Ls, θ, coefficients)``       Σ_k H_k u_k for any rule u_k(g, G): one reverse pass
+``data_loss(model, criterion, batches)``     a loss over a whole data set, in passes over batches
 ``flow``, ``gd_step``, ``sequential_steps``  reference RK4 flow and the discrete updates
 ==========================================  ====================================================
 
-Submodules of the library: ``pytree``, ``integrate``, ``data`` (tasks), ``models``, and
+Submodules of the library: ``pytree``, ``integrate``, ``data`` (tasks), ``models``, ``dataloss``
+(data-set losses), ``distributed`` (all-reduce over ``torch.distributed`` ranks, ``shard``),
+``factored`` (the Gram-matrix bracket for MLPs, used automatically), and
 ``regularizers`` (the explicit regularizers, also exported here).
 
 ``ibea_lib.book`` holds the helpers of the book's chapters (2-D landscapes, plotting, widgets,
@@ -27,7 +30,7 @@ may change with the chapters. It is imported on first use (``ib.book`` or
 Conventions (sign of the bracket, time normalization) are those of the book's FORMULAS page.
 """
 
-from . import data, distributed, integrate, models, pytree
+from . import data, distributed, factored, integrate, models, pytree
 from .autodiff import (
     Loss,
     grad,
@@ -70,6 +73,7 @@ __all__ = [
     "data_loss",
     "DataLoss",
     "distributed",
+    "factored",
     "integrate",
     "models",
     "pytree",
