@@ -281,10 +281,16 @@ def _compute(params, weights, xs, criteria, targets, C, e):
         grams = {}
         for k, j in needed:
             grams[(k, j)] = left[sl[k]] @ left[sl[j]].t()
-        out = torch.zeros(left.shape[0], right.shape[1], dtype=right.dtype, device=right.device)
+        out = torch.empty(left.shape[0], right.shape[1], dtype=right.dtype, device=right.device)
+        started = set()
         for k, j in pairs:
             g = grams[(k, j)] if k <= j else grams[(j, k)].t()
-            out[sl[k]].addmm_(g if mats is None else g + mats, right[sl[j]], alpha=float(C[k][j]))
+            beta = 1.0 if k in started else 0.0  # beta = 0: the empty rows are ignored, not read
+            out[sl[k]].addmm_(g if mats is None else g + mats, right[sl[j]], beta=beta, alpha=float(C[k][j]))
+            started.add(k)
+        for k in range(T):
+            if k not in started:
+                out[sl[k]].zero_()
         return out
 
     def directions(i):
@@ -351,7 +357,7 @@ def _compute(params, weights, xs, criteria, targets, C, e):
         name, w, b, _ = weights[i]
         dd = e_dot * d1s[i] if d1s[i] is not None else e_dot
         if d2s[i] is not None:
-            dd = dd + d2s[i] * zdot[i] * e_in[i]
+            dd = dd.addcmul_(d2s[i] * zdot[i], e_in[i])  # dd is a fresh tensor (d2 implies d1)
         left = dd if scale_rows is None else dd + scale_rows * delta[i]
         gw = left.t() @ a[i]
         if adot[i] is not None:
