@@ -454,13 +454,18 @@ def _fmt(x, spec=".1e"):
 
 def report(res: dict) -> str:
     c = res["config"]
-    lines = [f"# Lie bracket cost ({c['device']}, {c['threads']} threads, float32)", "",
-             f"{c['date']}, torch {c['torch']}, {c['machine']}; load average "
-             f"{c['load_average_start']} at the start, {c['load_average_end']} at the end; {c['seconds']} s. "
-             "Peers installed: "
+    runs = c.get("partial_runs")
+    when = (f"{len(runs)} runs, {runs[0]['date']} to {runs[-1]['date']} (one per problem)" if runs
+            else f"{c['date']}, {c['seconds']} s")
+    threads = f"{c['threads']} thread" + ("s" if c["threads"] > 1 else "")
+    lines = [f"# Lie bracket cost ({c['device']}, {threads}, float32)", "",
+             f"{when}; torch {c['torch']}, {c['machine']}. Peers installed: "
              + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in c["peers"].items()) + ".", "",
-             "Ratios: median over rounds of time(method) / time(two task gradients) measured right before it "
-             "(paired), quartiles in brackets. Errors: relative to the float64 bare-autograd bracket "
+             "1-minute load averages are given per problem: a load above the number of cores means a "
+             "shared machine, whose absolute times are inflated; the paired ratios are the numbers to read.",
+             ""]
+    lines += ["Ratios: median over rounds of time(method) / time(two task gradients) measured right before "
+             "it (paired), quartiles in brackets. Errors: relative to the float64 bare-autograd bracket "
              "(`ib.sequential_field` against the float64 generic field). Memory: extra peak bytes per "
              "parameter during one call (4 = one float32 vector).", ""]
     for r in res["problems"]:
