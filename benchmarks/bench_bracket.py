@@ -455,7 +455,8 @@ def _fmt(x, spec=".1e"):
 def report(res: dict) -> str:
     c = res["config"]
     runs = c.get("partial_runs")
-    when = (f"{len(runs)} runs, {runs[0]['date']} to {runs[-1]['date']} (one per problem)" if runs
+    dates = sorted(r["date"] for r in runs or [])
+    when = (f"{len(runs)} runs, {dates[0]} to {dates[-1]} (one per problem)" if runs
             else f"{c['date']}, {c['seconds']} s")
     threads = f"{c['threads']} thread" + ("s" if c["threads"] > 1 else "")
     lines = [f"# Lie bracket cost ({c['device']}, {threads}, float32)", "",
