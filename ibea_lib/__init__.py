@@ -27,7 +27,10 @@ tensors, and every vector returned has the same structure, device and dtype. The
 Submodules: ``autodiff`` (the pipeline, module losses), ``bea`` (modified losses and fields,
 brackets), ``regularizers`` (explicit regularizers and corrections), ``integrate`` (updates,
 flows, order fits), ``optim`` (training loops with ``torch.optim``), ``pytree``, ``data``,
-``models``.
+``models``, ``dataloss`` (:func:`data_loss`: a loss over a whole data set, computed in passes over
+its batches), ``distributed`` (the all-reduce over ``torch.distributed`` ranks; ``shard``) and
+``factored`` (the Gram-matrix bracket for MLPs, used automatically by :func:`lie_bracket`,
+:func:`sequential_field` and :func:`bracket_sum`).
 
 Conventions (the same in every function):
 
@@ -60,7 +63,19 @@ may change with the chapters. It is imported on first use (``ib.book`` or
 ``import ibea_lib.book``), so ``import ibea_lib`` does not load matplotlib.
 """
 
-from . import autodiff, bea, data, integrate, models, optim, pytree, regularizers
+from . import (
+    autodiff,
+    bea,
+    data,
+    dataloss,
+    distributed,
+    factored,
+    integrate,
+    models,
+    optim,
+    pytree,
+    regularizers,
+)
 from .autodiff import (
     Loss,
     ModelLoss,
@@ -87,6 +102,7 @@ from .bea import (
     order_averaged_field,
     sequential_field,
 )
+from .dataloss import DataLoss, data_loss
 from .integrate import (
     fit_order,
     flow,
@@ -110,6 +126,11 @@ from .regularizers import (
 __version__ = "0.2.0"
 
 __all__ = [
+    "DataLoss",
+    "data_loss",
+    "dataloss",
+    "distributed",
+    "factored",
     # submodules
     "autodiff",
     "bea",

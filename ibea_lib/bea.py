@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from . import factored
 from .autodiff import Loss, check_finite, check_losses, detach, gradient_terms, hessian_terms
 from .pytree import Params, add, check_lr, check_params, dot, scale, sum_trees, zeros_like
 
@@ -59,6 +60,10 @@ def lie_bracket(loss_a: Loss, loss_b: Loss, params: Params) -> Params:
     halves are summed inside one backward pass, so for equal but distinct loss objects the result
     is zero to round-off; for the same object (``lie_bracket(L, L, θ)``) it is exactly zero.
     """
+    if loss_a is not loss_b:  # the Gram-matrix path for MLPs, when it applies and is cheaper
+        fast = factored.hessian_terms([loss_a, loss_b], params, [[0.0, -1.0], [1.0, 0.0]])
+        if fast is not None:
+            return check_finite(fast, "the Lie bracket")
     hv, _ = hessian_terms([loss_a, loss_b], params, lambda gs: [(-1.0, gs[1]), gs[0]])
     if loss_a is loss_b:  # [X, X] = 0 exactly (the computation above checked the inputs)
         return zeros_like(hv)
@@ -148,6 +153,11 @@ def sequential_field(losses: Sequence[Loss], params: Params, lr: float) -> Param
     P_k = Σ_{i<k} g_i and the total G = Σ_i g_i.
     """
     h = check_lr(lr)
+    losses = check_losses(losses)
+    n = len(losses)  # the Gram-matrix path: u_k = Σ_j C_kj g_j, C_kj = h/2 (j < k), −h/2 (j ≥ k)
+    fast = factored.hessian_terms(losses, params, factored.sequential_coefficients(n, h), [-1.0] * n)
+    if fast is not None:
+        return check_finite(fast, "the sequential modified field")
 
     def coefficients(gs: list[Params], G: Params) -> list[Params]:
         # u_k = (h/2)(2 P_k − G) = −(h/2)(G − 2 P_k); u_0 = −(h/2) G
@@ -177,6 +187,9 @@ def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
     losses = check_losses(losses)
     if len(losses) < 2:
         raise ValueError("bracket_sum needs at least two losses")
+    fast = factored.hessian_terms(losses, params, factored.bracket_sum_coefficients(len(losses)))
+    if fast is not None:  # the Gram-matrix path for MLPs
+        return check_finite(fast, "the bracket sum")
 
     def coefficients(gs: list[Params]) -> list[Params]:
         minus = scale(sum_trees(gs), -1.0)
