@@ -99,6 +99,8 @@ def test_dyadic_bootstrap_is_wider_than_independent_pairs_when_classes_matter():
             for j in range(i + 1, 10):
                 a.append(i), b.append(j), g.append(seed), v.append(float(effects[seed, i] + effects[seed, j]))
     out = stats.dyadic_bootstrap(v, a, b, g, n_boot=400)
+    w = stats.dyadic_weights(a, b, g, n_boot=400)
+    assert w.shape == (400, len(v)) and stats.dyadic_bootstrap(v, weights=w)["lo"] == pytest.approx(out["lo"])
     naive_half = 1.96 * float(torch.tensor(v).std()) / math.sqrt(len(v))
     assert out["lo"] < out["estimate"] < out["hi"]
     assert (out["hi"] - out["lo"]) / 2 > 1.5 * naive_half

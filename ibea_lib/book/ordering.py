@@ -42,6 +42,8 @@ from .stats import wilson_interval  # noqa: F401 (moved to stats; re-exported)
 
 __all__ = [
     "block_order_gaps",
+    "class_tasks",
+    "order_predictions",
     "blocked_replay",
     "order_loss_gap",
     "predicted_order_loss_gap",
@@ -51,9 +53,7 @@ __all__ = [
 ]
 
 
-def train_in_order(
-    losses: Sequence[Loss], params: Params, lr: float, steps_per_task: int = 1
-) -> Params:
+def train_in_order(losses: Sequence[Loss], params: Params, lr: float, steps_per_task: int = 1) -> Params:
     """``steps_per_task`` GD steps of size h on each loss in turn, in the given order."""
     h = check_lr(lr)
     k = check_positive_int(steps_per_task, "steps_per_task")
@@ -205,3 +205,79 @@ def blocked_replay(
         else:
             ratios.append(0.0)
     return theta, {"ratio": ratios}
+
+
+def class_tasks(
+    data,
+    groups: Sequence[Sequence[int]],
+    *,
+    hidden: int = 64,
+    seed: int = 0,
+    pretrain_steps: int = 300,
+    pretrain_lr: float = 0.5,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """Tasks made of groups of classes of a classification split, at a partially trained point.
+
+    A tanh MLP ``features → hidden → classes`` (seed ``seed``) is trained with full-batch GD on
+    the whole training set for ``pretrain_steps`` steps of size ``pretrain_lr``; that is the
+    common starting point θ_0 of both orders. Task i is the mean cross-entropy on the training
+    examples whose label is in ``groups[i]``. Returns ``model``, ``params`` (θ_0), ``train`` and
+    ``test`` (one loss per group, on the training and the test examples of the group),
+    ``test_all`` (the test loss on all classes, the symmetric evaluation) and ``test_acc``
+    (a function params → test accuracy on all classes).
+    """
+    from ..autodiff import model_loss, params_of
+    from ..models import mlp
+
+    ce = torch.nn.functional.cross_entropy
+    data = data.to(device)
+    x, y, xt, yt = (
+        t.to(dtype) if t.is_floating_point() else t
+        for t in (data.x_train, data.y_train, data.x_test, data.y_test)
+    )
+    n_classes = int(torch.cat([y, yt]).max()) + 1
+    with torch.random.fork_rng(devices=[]):
+        model = mlp([x.shape[1], hidden, n_classes], "tanh", seed=seed, dtype=dtype, device=device)
+    full = model_loss(model, ce, x, y)
+    params = params_of(model)
+    for _ in range(check_positive_int(pretrain_steps, "pretrain_steps") if pretrain_steps else 0):
+        params = gd_step(full, params, pretrain_lr)
+
+    def member(labels: Tensor, group: Sequence[int]) -> Tensor:
+        return torch.isin(labels, torch.as_tensor(list(group), device=labels.device))
+
+    train = [model_loss(model, ce, x[member(y, g)], y[member(y, g)]) for g in groups]
+    test = [model_loss(model, ce, xt[member(yt, g)], yt[member(yt, g)]) for g in groups]
+
+    def test_acc(p: Params) -> float:
+        with torch.no_grad():
+            logits = torch.func.functional_call(model, p, (xt,))
+        return float((logits.argmax(-1) == yt).double().mean())
+
+    return {
+        "model": model,
+        "params": params,
+        "train": train,
+        "test": test,
+        "test_all": model_loss(model, ce, xt, yt),
+        "test_acc": test_acc,
+    }
+
+
+def order_predictions(loss_a: Loss, loss_b: Loss, loss_e: Loss, params: Params) -> dict[str, Tensor]:
+    """The scores that predict the sign of L_E(θ_ab) − L_E(θ_ba) (positive: b then a is better).
+
+    ``bracket`` = ⟨∇L_E, [∇L_A, ∇L_B]⟩ (times t² it is the predicted gap, FORMULAS §3);
+    ``alignment`` = ⟨∇L_E, ĝ_A⟩ − ⟨∇L_E, ĝ_B⟩ with ĝ = g/‖g‖: the heuristic "train last the task
+    whose gradient is better aligned with the evaluation" (first order, no bracket). The third
+    baseline, recency ("the task trained last wins"), predicts a positive gap whenever E is
+    task A's own loss and needs no computation.
+    """
+    ge, ga, gb = grad(loss_e, params), grad(loss_a, params), grad(loss_b, params)
+    bracket = lie_bracket(loss_a, loss_b, params)
+    return {
+        "bracket": dot(ge, bracket),
+        "alignment": dot(ge, ga) / norm(ga) - dot(ge, gb) / norm(gb),
+    }

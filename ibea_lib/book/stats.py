@@ -27,6 +27,7 @@ __all__ = [
     "cluster_bootstrap",
     "cluster_ols",
     "dyadic_bootstrap",
+    "dyadic_weights",
     "paired_difference",
     "partial_correlation",
     "pearson",
@@ -167,51 +168,78 @@ def cluster_bootstrap(
     }
 
 
-def dyadic_bootstrap(
-    values: Sequence[float],
+def dyadic_weights(
     unit_a: Sequence[int],
     unit_b: Sequence[int],
     group: Sequence[int],
     *,
-    statistic: Callable[[Tensor, Tensor], float] = weighted_mean,
     n_boot: int = 2000,
-    level: float = 0.95,
     seed: int = 0,
-) -> dict[str, float]:
-    """Bootstrap interval for a statistic over pairs (a, b) of units (e.g. classes) within groups.
+) -> Tensor:
+    """Bootstrap weights (n_boot × n pairs) for statistics over pairs of units within groups.
 
     Two pairs that share a class (or a seed) are not independent. Each replicate draws the groups
     with replacement and, within each drawn group, its units with replacement; a pair (a, b) of a
     group gets weight (times the group was drawn) × (times a was drawn) × (times b was drawn).
-    ``statistic(values, weights)`` (default: the weighted mean, e.g. a fraction of correct signs
-    when ``values`` are 0/1). Returns ``estimate``, ``lo``, ``hi`` (percentile interval) and ``n``.
+    Compute the weights once and reuse them for every statistic of the same pairs (then the
+    intervals of two statistics are paired, and differences of statistics are bootstrapped too).
     """
-    _check_level(level)
-    v = _vector(values, "values", 2)
     a, b, g = (torch.as_tensor(x).long().flatten() for x in (unit_a, unit_b, group))
-    if not (len(a) == len(b) == len(g) == len(v)):
-        raise ValueError("values, unit_a, unit_b and group must have the same length")
-    groups = torch.unique(g)
+    if not (len(a) == len(b) == len(g)):
+        raise ValueError("unit_a, unit_b and group must have the same length")
+    groups, g_idx = torch.unique(g, return_inverse=True)
     units = torch.unique(torch.cat([a, b]))
     n_units = int(units.max()) + 1
     gen = torch.Generator().manual_seed(seed)
-    samples = []
-    for _ in range(n_boot):
-        w = torch.zeros(len(v), dtype=torch.float64)
-        drawn = groups[torch.randint(len(groups), (len(groups),), generator=gen)]
-        for gr in drawn.tolist():
-            counts = torch.bincount(
-                units[torch.randint(len(units), (len(units),), generator=gen)], minlength=n_units
-            )
-            mask = g == gr
-            w[mask] += (counts[a[mask]] * counts[b[mask]]).double()
-        if float(w.sum()) == 0:
-            continue
-        samples.append(statistic(v, w))
-    s = torch.tensor(samples, dtype=torch.float64)
+    n_g, n_u = len(groups), len(units)
+    slot_group = torch.randint(n_g, (n_boot, n_g), generator=gen)  # which group fills each slot
+    draws = units[torch.randint(n_u, (n_boot, n_g, n_u), generator=gen)]  # fresh units per slot
+    unit_counts = torch.zeros(n_boot, n_g, n_units, dtype=torch.float64)
+    unit_counts.scatter_add_(2, draws, torch.ones_like(draws, dtype=torch.float64))
+    w = torch.zeros(n_boot, len(a), dtype=torch.float64)
+    for j in range(n_g):
+        in_slot = (slot_group[:, j : j + 1] == g_idx[None, :]).double()
+        w += in_slot * unit_counts[:, j, a] * unit_counts[:, j, b]
+    return w
+
+
+def dyadic_bootstrap(
+    values: Sequence[float],
+    unit_a: Sequence[int] | None = None,
+    unit_b: Sequence[int] | None = None,
+    group: Sequence[int] | None = None,
+    *,
+    weights: Tensor | None = None,
+    statistic: Callable[[Tensor, Tensor], Tensor] | None = None,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Percentile bootstrap interval for a statistic over pairs of units (see :func:`dyadic_weights`).
+
+    Pass the pairs' ``unit_a``, ``unit_b``, ``group``, or ``weights`` made by
+    :func:`dyadic_weights`. ``statistic(values, weights)`` takes values (n,) and weights (B × n)
+    and returns B numbers; the default is the weighted mean (a fraction of correct signs when
+    ``values`` are 0/1). Returns ``estimate`` (all weights 1), ``lo``, ``hi`` and ``n``.
+    """
+    _check_level(level)
+    v = _vector(values, "values", 2)
+    if weights is None:
+        if unit_a is None or unit_b is None or group is None:
+            raise ValueError("pass unit_a, unit_b and group, or weights")
+        weights = dyadic_weights(unit_a, unit_b, group, n_boot=n_boot, seed=seed)
+    if weights.shape[-1] != len(v):
+        raise ValueError(f"weights have {weights.shape[-1]} columns for {len(v)} values")
+    if statistic is None:
+
+        def statistic(x, w):
+            return (w * x).sum(-1) / w.sum(-1)
+
+    s = statistic(v, weights)
     s = s[torch.isfinite(s)]
     lo, hi = _percentile(s, level)
-    return {"estimate": float(statistic(v, torch.ones_like(v))), "lo": lo, "hi": hi, "n": len(v)}
+    est = float(statistic(v, torch.ones(1, len(v), dtype=torch.float64))[0])
+    return {"estimate": est, "lo": lo, "hi": hi, "n": len(v)}
 
 
 # --------------------------------------------------------------------------- correlations
