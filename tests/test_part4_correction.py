@@ -23,7 +23,7 @@ def test_replay_and_correction_directions():
         model = ib.models.mlp([40, 16, 10], seed=seed)
         loss1 = ib.model_loss(model, ce, data.x_train, data.y_train)
         loss2 = ib.model_loss(model, ce, data2.x_train, data2.y_train)
-        idx = od.replay_buffer(data.y_train, 30, seed)
+        idx = od.replay_buffer(data.y_train, 300, seed)  # 30 would be memorized (chapter 12)
         loss_r = ib.model_loss(model, ce, data.x_train[idx], data.y_train[idx])
 
         def acc(p, model=model):
