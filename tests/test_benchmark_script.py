@@ -131,25 +131,8 @@ def test_memory_probe_in_process():
 
 def test_command_line_run(tmp_path):
     out = tmp_path / "tiny.json"
-    argv = [
-        "--quick",
-        "--threads",
-        "1",
-        "--batch",
-        "8",
-        "--main",
-        "12-10-3",
-        "--sizes",
-        "12-6-3",
-        "12-10-3",
-        "--memory-sizes",
-        "12-6-3",
-        "12-40-3",
-        "--memory-methods",
-        "lie_bracket",
-        "--out",
-        str(out),
-    ]
+    argv = ["--quick", "--threads", "1", "--batch", "8", "--main", "12-10-3", "--sizes", "12-6-3", "12-10-3",
+            "--memory-sizes", "12-6-3", "12-40-3", "--memory-methods", "lie_bracket", "--out", str(out)]
     result = bb.main(argv)
     stored = json.loads(out.read_text())
     assert stored["config"]["main_params"] == bb.count_mlp_params((12, 10, 3))

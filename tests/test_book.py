@@ -104,5 +104,5 @@ def test_markdown_has_no_mangled_latex():
         if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", text):
             bad.append(f"{name} cell {i}: control character")
         for m in re.finditer(r"(?<![\\A-Za-z])(abla|heta|arphi)\b|^rac\b", text, re.M):
-            bad.append(f"{name} cell {i}: {text[max(0, m.start() - 20) : m.end() + 10]!r}")
+            bad.append(f"{name} cell {i}: {text[max(0, m.start() - 20):m.end() + 10]!r}")
     assert not bad, "\n".join(bad)
