@@ -40,9 +40,15 @@ def test_parallelogram_gap_is_s_squared_bracket():
         assert out["xy"].shape == (41, 2)
 
 
-def test_flow_path_exponential():
-    path = cl.flow_path(lambda x: -x, torch.ones(1, dtype=torch.float64), 1.0, steps=40)
-    assert abs(float(path[-1, 0]) - math.exp(-1)) < 1e-7
+def test_parallelogram_paths_follow_the_flows():
+    # X = −x (contraction), Y = rotation: the first half of "xy" is e^{−t} x0, exactly to RK4 accuracy
+    X = lambda x: -x  # noqa: E731
+    Y = lambda x: torch.stack([-x[1], x[0]])  # noqa: E731
+    x0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    out = cl.parallelogram(X, Y, x0, 1.0, steps=40)
+    assert torch.allclose(out["xy"][40], math.exp(-1) * x0, atol=1e-7)
+    # the two fields commute ([X, Y] = 0: rotations commute with scalings), so the gap vanishes
+    assert float(out["gap"].norm()) < 1e-7
 
 
 def test_order_gap_exact_for_quadratics():
@@ -73,8 +79,33 @@ def test_rotated_quadratic_minimum_and_eigs():
 
 def test_bad_inputs():
     with pytest.raises(ValueError):
-        cl.flow_path(lambda x: x, torch.zeros(2, dtype=torch.float64), 1.0, steps=0)
+        cl.parallelogram(lambda x: x, lambda x: x, torch.zeros(2, dtype=torch.float64), 1.0, steps=0)
     with pytest.raises(TypeError):
         cl.field_jacobian(lambda x: x, [1.0, 2.0])
     with pytest.raises(ValueError):
         cl.bracket_sum([lambda p: p.sum()], torch.zeros(2))
+
+
+def _fixed_point(first, second, h):
+    (A1, b1), (A2, b2) = first, second
+    eye = torch.eye(len(b1), dtype=torch.float64)
+    M = (eye - h * A2) @ (eye - h * A1)
+    c = -(eye - h * A2) @ (h * b1) - h * b2
+    return torch.linalg.solve(eye - M, c)
+
+
+def test_fixed_point_gap_predicted_by_bracket_at_compromise():
+    """Chapter 07: θ*_AB − θ*_BA = h (A_A + A_B)⁻¹ [∇L_A, ∇L_B](θ*) + O(h²), checked on random 4-D
+    quadratics (the chapter uses rotated 2-D valleys): the relative error shrinks like h."""
+    (ta, tb, _), (la, lb, _) = _quads()
+    star = torch.linalg.solve(ta[0] + tb[0], -(ta[1] + tb[1]))
+    lrs, rel = [0.04, 0.02, 0.01], []
+    for h in lrs:
+        gap = _fixed_point(ta, tb, h) - _fixed_point(tb, ta, h)
+        pred = h * torch.linalg.solve(ta[0] + tb[0], ib.lie_bracket(la, lb, star))
+        rel.append(float((gap - pred).norm() / gap.norm()))
+    assert abs(ib.fit_order(lrs, rel) - 1) < 0.2 and rel[-1] < 0.1
+    p = torch.zeros(4, dtype=torch.float64)  # the fixed point is the limit of the sweeps
+    for _ in range(3000):
+        p = ib.sequential_steps([la, lb], p, 0.04)
+    assert torch.allclose(p, _fixed_point(ta, tb, 0.04), atol=1e-8)

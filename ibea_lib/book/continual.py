@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..autodiff import Loss, check_losses
 from ..bea import bracket_sum, lie_bracket, order_averaged_field, sequential_field  # noqa: F401 (re-exported)
-from ..integrate import flow
+from ..integrate import flow_path
 from ..pytree import Params, check_positive_int, scale, sub, tree_map
 
 VectorField = Callable[[Tensor], Tensor]
@@ -67,17 +67,6 @@ def field_bracket(X: VectorField, Y: VectorField, x: Tensor) -> Tensor:
     return dy_x - dx_y
 
 
-def flow_path(field: VectorField, x0: Tensor, t: float, steps: int = 50) -> Tensor:
-    """The points x(k t/steps), k = 0…steps, of x' = X(x), x(0) = x0, by RK4 (shape (steps+1, d))."""
-    _check_point(x0, "x0")
-    check_positive_int(steps, "steps")
-    dt = float(t) / steps
-    path = [x0.detach().clone()]
-    for _ in range(steps):
-        path.append(flow(field, path[-1], dt, steps=1))
-    return torch.stack(path)
-
-
 def parallelogram(
     X: VectorField, Y: VectorField, x0: Tensor, s: float, steps: int = 50
 ) -> dict[str, Tensor]:
@@ -86,10 +75,12 @@ def parallelogram(
     Returns the two polygonal paths ``"xy"`` and ``"yx"`` (each (2·steps+1, d)) and
     ``"gap"`` = end(X then Y) − end(Y then X), which is s²[X, Y](x0) + O(s³).
     """
-    x_then = flow_path(X, x0, s, steps)
-    xy = torch.cat([x_then, flow_path(Y, x_then[-1], s, steps)[1:]])
-    y_then = flow_path(Y, x0, s, steps)
-    yx = torch.cat([y_then, flow_path(X, y_then[-1], s, steps)[1:]])
+    _check_point(x0, "x0")
+    check_positive_int(steps, "steps")
+    x_then = flow_path(X, x0.detach(), s, steps=steps)
+    xy = torch.cat([x_then, flow_path(Y, x_then[-1], s, steps=steps)[1:]])
+    y_then = flow_path(Y, x0.detach(), s, steps=steps)
+    yx = torch.cat([y_then, flow_path(X, y_then[-1], s, steps=steps)[1:]])
     return {"xy": xy, "yx": yx, "gap": xy[-1] - yx[-1]}
 
 
