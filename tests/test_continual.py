@@ -77,27 +77,6 @@ def test_rotated_quadratic_minimum_and_eigs():
         cl.rotated_quadratic(0.0, eigs=(1.0, -1.0))
 
 
-def test_forgetting_terms_predict_one_step():
-    (ta, tb, _), (la, lb, _) = _quads()
-    theta = torch.linalg.solve(ta[0], -ta[1])  # minimum of task A
-    errs = []
-    for h in (0.04, 0.02, 0.01):
-        t = cl.forgetting_terms(la, lb, theta, h)
-        assert abs(t["first"]) < 1e-12
-        assert t["second"] == pytest.approx(t["bracket_part"], rel=1e-10)
-        actual = float(la(ib.gd_step(lb, theta, h)) - la(theta))
-        errs.append(abs(actual - t["predicted"]))
-    assert max(errs) < 1e-12  # exact for quadratics (L_A is quadratic)
-
-
-def test_correlations():
-    assert cl.pearson([1, 2, 3, 4], [2, 4, 6, 8]) == pytest.approx(1.0)
-    assert cl.spearman([1, 2, 3, 4], [1, 8, 27, 64]) == pytest.approx(1.0)
-    assert cl.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    with pytest.raises(ZeroDivisionError):
-        cl.pearson([1, 2, 3], [1, 1, 1])
-
-
 def test_bad_inputs():
     with pytest.raises(ValueError):
         cl.parallelogram(lambda x: x, lambda x: x, torch.zeros(2, dtype=torch.float64), 1.0, steps=0)
@@ -105,34 +84,6 @@ def test_bad_inputs():
         cl.field_jacobian(lambda x: x, [1.0, 2.0])
     with pytest.raises(ValueError):
         cl.bracket_sum([lambda p: p.sum()], torch.zeros(2))
-
-
-def test_schedule_stages():
-    losses = [lambda p, k=k: (p * k).sum() for k in range(3)]
-    sched = cl.schedule(losses, 9)
-    assert [losses.index(sched(s)) for s in range(1, 10)] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    with pytest.raises(ValueError):
-        cl.schedule(losses, 2)
-
-
-def test_train_phase_matches_manual_gd_and_records():
-    data = ib.data.digits()
-    net = ib.models.mlp([64, 5, 10], "tanh", seed=0)
-    la, _ = cl.classification_losses(net, data)
-    rot = data.map_inputs(lambda x: ib.data.rotate_images(x, 20.0))
-    lb, _ = cl.classification_losses(net, rot)
-    p0 = ib.params_of(net)
-    p, hist = cl.train_phase(net, p0, lb, 0.3, 4, watch=(la, data), every=2, progress=False)
-    q = p0
-    for _ in range(4):
-        q = ib.gd_step(lb, q, 0.3)
-    assert all(torch.allclose(p[k], q[k]) for k in p)
-    assert hist["step"] == [0.0, 2.0, 4.0]
-    assert hist["bracket"][0] == pytest.approx(float(ib.norm(ib.lie_bracket(la, lb, p0))), rel=1e-5)
-    assert hist["loss_a"][0] == pytest.approx(cl.evaluate_task(net, p0, data)["loss"])
-    # a schedule of one loss is the same as the loss
-    p2, _ = cl.train_phase(net, p0, cl.schedule([lb], 4), 0.3, 4, progress=False)
-    assert all(torch.allclose(p[k], p2[k]) for k in p)
 
 
 def _fixed_point(first, second, h):
