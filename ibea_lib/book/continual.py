@@ -146,7 +146,3 @@ def rotated_quadratic(
 def quadratic_bracket(A_a: Tensor, b_a: Tensor, A_b: Tensor, b_b: Tensor, theta: Tensor) -> Tensor:
     """Closed form [∇L_a, ∇L_b](θ) = A_b(A_aθ + b_a) − A_a(A_bθ + b_b) for quadratic tasks."""
     return A_b @ (A_a @ theta + b_a) - A_a @ (A_b @ theta + b_b)
-
-
-# moved to ibea_lib.book.stats; kept here for the chapters that still call cl.spearman
-from .stats import pearson, rank, spearman  # noqa: E402, F401

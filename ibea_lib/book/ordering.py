@@ -38,7 +38,6 @@ from ..autodiff import Loss, check_losses, evaluate, grad
 from ..bea import lie_bracket
 from ..integrate import gd_step
 from ..pytree import Params, add, check_lr, check_params, check_positive_int, dot, norm, sub
-from .stats import wilson_interval  # noqa: F401 (moved to stats; re-exported)
 
 __all__ = [
     "block_order_gaps",
@@ -49,7 +48,6 @@ __all__ = [
     "predicted_order_loss_gap",
     "replay_buffer",
     "train_in_order",
-    "wilson_interval",
 ]
 
 
