@@ -202,3 +202,163 @@ def test_sharpness_quadratic():
     loss = ib.data.quadratic_loss(A, b)
     lam = ib.book.experiments.sharpness(loss, torch.zeros(6, dtype=torch.float64), iters=200)
     assert lam == pytest.approx(float(torch.linalg.eigvalsh(A)[-1]), rel=1e-6)
+
+
+# --------------------------------------------------------------------------- Part IV on MNIST-1D
+
+
+def _toy_split(n=40, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    xt = torch.randn(10, 5, generator=gen, dtype=torch.float64)
+    yt = torch.randint(0, 3, (10,), generator=gen)
+    return ib.data.Split(x, y, xt, yt)
+
+
+def _toy_model(seed=0):
+    return ib.models.mlp([5, 6, 3], "tanh", seed=seed, dtype=torch.float64)
+
+
+def test_top_eigenvalue_quadratic_and_warm_start():
+    from ibea_lib.book.experiments import top_eigenvalue
+
+    A, b = ib.data.random_quadratic(7, seed=2, spread=4.0)
+    loss = ib.data.quadratic_loss(A, b)
+    theta = torch.zeros(7, dtype=torch.float64)
+    evals, evecs = torch.linalg.eigh(A)
+    lam, v = top_eigenvalue(loss, theta, iters=300)
+    assert lam.dim() == 0 and float(lam) == pytest.approx(float(evals[-1]), rel=1e-8)
+    assert abs(float(v @ evecs[:, -1])) == pytest.approx(1.0, abs=1e-6)
+    # started at the eigenvector, one iteration is exact
+    lam1, _ = top_eigenvalue(loss, theta, iters=1, init=evecs[:, -1].clone())
+    assert float(lam1) == pytest.approx(float(evals[-1]), rel=1e-12)
+    # on a network: the Rayleigh quotient agrees with one independent ib.hvp
+    model, x, y = small_problem()
+    f = ib.model_loss(model, CE, x, y)
+    p = ib.params_of(model)
+    lam, v = top_eigenvalue(f, p, iters=200)
+    hv = ib.hvp(f, p, v)
+    assert float(ib.dot(v, hv)) == pytest.approx(float(lam), rel=1e-6)
+    assert float(ib.norm(ib.sub(hv, ib.scale(v, float(lam))))) < 1e-3 * abs(float(lam))
+
+
+def test_train_to_loss_full_batch_is_gd_until_threshold():
+    from ibea_lib.book.experiments import train_to_loss
+
+    split, model = _toy_split(), _toy_model()
+    loss = ib.model_loss(model, CE, split.x_train, split.y_train)
+    theta, k = ib.params_of(model), 0
+    threshold = 0.9 * float(loss(theta))
+    while float(loss(theta)) >= threshold:
+        theta = ib.gd_step(loss, theta, 0.3)
+        k += 1
+    r = train_to_loss(model, CE, split, lr=0.3, threshold=threshold, max_steps=10_000, progress=False)
+    assert bool(r["reached"]) and not bool(r["diverged"]) and int(r["steps"]) == k
+    assert float(r["time"]) == pytest.approx(0.3 * k)
+    assert float(r["train_loss"]) == pytest.approx(float(loss(theta)), rel=1e-10)
+    g = ib.grad(loss, theta)
+    assert float(r["grad_norm2"]) == pytest.approx(float(ib.dot(g, g)), rel=1e-8)
+    test_loss = ib.model_loss(model, CE, split.x_test, split.y_test)(theta)
+    assert float(r["test_loss"]) == pytest.approx(float(test_loss), rel=1e-10)
+    assert len(r["history"]["loss"]) == k + 1 and float(r["history"]["loss"][-1]) < threshold
+    # the caller's model is not changed
+    assert all(torch.equal(a, b) for a, b in zip(ib.params_of(model).values(), model.state_dict().values()))
+    # a step far beyond the stability limit is reported as divergence, not as an error
+    bad = train_to_loss(model, CE, split, lr=500.0, threshold=1e-3, max_steps=200, progress=False)
+    assert bool(bad["diverged"]) and not bool(bad["reached"])
+
+
+def test_train_to_loss_grad_norm_penalty_is_gd_on_modified_loss():
+    from ibea_lib.book.experiments import train_to_loss
+
+    split, model = _toy_split(), _toy_model(1)
+    loss = ib.model_loss(model, CE, split.x_train, split.y_train)
+    theta = ib.params_of(model)
+    for _ in range(4):
+        g = ib.grad(lambda p: ib.modified_loss(loss, p, 0.8), theta)
+        theta = ib.add(theta, g, alpha=-0.2)
+    r = train_to_loss(model, CE, split, lr=0.2, reg_lr=0.8, threshold=1e-9, max_steps=4, progress=False)
+    assert int(r["steps"]) == 4 and not bool(r["reached"])
+    assert float(ib.norm(ib.sub(r["params"], theta))) < 1e-12
+
+
+@pytest.mark.parametrize("penalty", ["micro", "micro_variance"])
+def test_train_to_loss_micro_penalties_match_sgd_modified_loss(penalty):
+    from ibea_lib.book.experiments import train_to_loss
+
+    split, model = _toy_split(n=24), _toy_model(2)
+    x, y = split.x_train, split.y_train
+    full = ib.model_loss(model, CE, x, y)
+    theta = ib.params_of(model)
+    lam, h = 0.6, 0.25
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(3):  # full batch: a fresh random partition into micro-batches at every step
+        perm = torch.randperm(24, generator=gen)
+        micro = [ib.model_loss(model, CE, x[perm[i : i + 6]], y[perm[i : i + 6]]) for i in range(0, 24, 6)]
+
+        def objective(p, micro=micro):
+            # sgd_modified_loss = mean micro loss (= L) + (λ/4)·mean ‖∇L_j‖²
+            out = ib.sgd_modified_loss(micro, p, lam)
+            if penalty == "micro_variance":
+                out = out - (ib.modified_loss(full, p, lam) - full(p))
+            return out
+
+        theta = ib.add(theta, ib.grad(objective, theta), alpha=-h)
+    r = train_to_loss(
+        model, CE, split, lr=h, reg_lr=lam, penalty=penalty, micro_size=6, seed=7, threshold=1e-9,
+        max_steps=3, progress=False,
+    )
+    assert float(ib.norm(ib.sub(r["params"], theta))) < 1e-12
+
+
+def test_train_to_loss_minibatches_reshuffle_and_check_every():
+    from ibea_lib.book.experiments import train_to_loss
+
+    split, model = _toy_split(n=24), _toy_model(3)
+    x, y = split.x_train, split.y_train
+    theta = ib.params_of(model)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(3):  # 3 epochs of 2 batches of 12
+        perm = torch.randperm(24, generator=gen)
+        for idx in (perm[:12], perm[12:]):
+            theta = ib.gd_step(ib.model_loss(model, CE, x[idx], y[idx]), theta, 0.4)
+    r = train_to_loss(
+        model, CE, split, lr=0.4, batch_size=12, seed=5, threshold=1e-9, max_steps=6, check_every=4,
+        progress=False,
+    )
+    assert float(ib.norm(ib.sub(r["params"], theta))) < 1e-12
+    assert r["history"]["step"].tolist() == [0, 4, 6]
+    with pytest.raises(ValueError, match="micro_size"):
+        train_to_loss(
+            model, CE, split, lr=0.1, threshold=0.1, max_steps=1, reg_lr=0.1, penalty="micro", progress=False
+        )
+    with pytest.raises(ValueError, match="multiple"):
+        train_to_loss(
+            model, CE, split, lr=0.1, threshold=0.1, max_steps=1, reg_lr=0.1, penalty="micro", micro_size=5,
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="penalty"):
+        train_to_loss(model, CE, split, lr=0.1, threshold=0.1, max_steps=1, penalty="l2", progress=False)
+    with pytest.raises(ValueError, match="exceeds"):
+        train_to_loss(model, CE, split, lr=0.1, threshold=0.1, max_steps=1, batch_size=25, progress=False)
+
+
+def test_t_interval_and_gap_fractions():
+    from ibea_lib.book.experiments import format_interval, gap_fractions, t_interval
+
+    iv = t_interval([1.0, 2.0, 3.0])
+    t975_2df = 0.95 / math.sqrt(2 * 0.975 * 0.025)  # t quantile, 2 df, closed form (2p−1)/√(2p(1−p))
+    assert float(iv["t"]) == pytest.approx(t975_2df, rel=1e-9)
+    assert float(iv["low"]) == pytest.approx(2 - t975_2df / math.sqrt(3), rel=1e-12)
+    assert float(iv["high"]) == pytest.approx(2 + t975_2df / math.sqrt(3), rel=1e-12)
+    assert int(iv["n"]) == 3
+    assert format_interval(iv, scale=10, digits=0) == "20 [-5, 45]"
+    # large n: close to the normal quantile
+    assert float(t_interval(torch.arange(1000.0))["t"]) == pytest.approx(1.962, abs=1e-3)
+    with pytest.raises(ValueError):
+        t_interval([1.0])
+    f = gap_fractions([0.6, 0.5], [0.65, 0.5], [0.7, 0.6])
+    assert f.tolist() == pytest.approx([0.5, 0.0])
+    with pytest.raises(ValueError):
+        gap_fractions([0.6], [0.6, 0.7], [0.8])
