@@ -46,7 +46,11 @@ def test_ch10_small_batch_and_variance_regularizer_beat_large_batch(mnist1d):
         "B=50": {"batch_size": 50, "check_every": 2},
         "B=500": {"batch_size": 500, "check_every": 2},
         "variance": {
-            "batch_size": 500, "check_every": 2, "reg_lr": 0.5, "penalty": "micro_variance", "micro_size": 50,
+            "batch_size": 500,
+            "check_every": 2,
+            "reg_lr": 0.5,
+            "penalty": "micro_variance",
+            "micro_size": 50,
         },
     }
     res = run_grid(runs, HELD_OUT, _make, CE, mnist1d, lr=0.5, threshold=0.1, max_steps=8000, progress=False)
@@ -80,8 +84,10 @@ def test_gpu_settings_construct(name, monkeypatch):
     if name.startswith("09"):
         configs = [{"lr": S["small_lr"], "reg_lr": S["big_lr"] - S["small_lr"]}, {"lr": max(S["lrs"])}]
     else:
-        configs = [{"lr": S["lr"], "reg_lr": S["lr"], "penalty": p, "micro_size": S["small_batch"]}
-                   for p in ("micro", "micro_variance")]
+        configs = [
+            {"lr": S["lr"], "reg_lr": S["lr"], "penalty": p, "micro_size": S["small_batch"]}
+            for p in ("micro", "micro_variance")
+        ]
     for kw in configs:
         r = train_to_loss(model, CE, small, threshold=1e-6, max_steps=2, progress=False, **kw)
         assert int(r["steps"]) == 2 and torch.isfinite(r["test_loss"])

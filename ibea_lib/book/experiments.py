@@ -2,15 +2,18 @@
 
 * :func:`pick_scale` — one switch (``"cpu"`` / ``"gpu"``) between a setting that fits the book's
   CPU budget and a larger one for a reader with a GPU.
-* :func:`gd_update`, :func:`modified_gd_update` — full-batch updates θ ← θ − h∇L and
-  θ ← θ − h∇(L + (H/4)‖∇L‖²) (gradient descent on the explicitly regularized loss);
-  :func:`trajectory` runs one of them with :func:`ibea_lib.training.run`, recording the loss,
-  ‖∇L‖² and snapshots of θ at given times t = steps·h.
-* :func:`at_levels` — a quantity read off a training curve where the loss first reaches given
-  levels (the "at equal loss" comparison of implicit gradient regularization).
-* :func:`microbatch_penalty`, :func:`sgd_train` — minibatch SGD with random reshuffling, with or
-  without the explicit SGD regularizer (λ/4)·mean_j ‖∇L_j‖² over micro-batches j of each batch.
-* :func:`summarize`, :func:`format_table` — mean ± standard error over seeds, as a table.
+* :func:`train_to_loss` — (S)GD on a model until the training loss first drops below a threshold
+  (the "equal training loss" comparison), optionally with an explicit penalty: the gradient-norm
+  regularizer of implicit gradient regularization, or the micro-batch regularizer of SGD (full, or
+  only its gradient-variance part); it records the sharpness along the way on request.
+  :func:`run_grid` runs it for several configurations and seeds, paired by initialization.
+* :func:`top_eigenvalue` — the sharpness λ_max(∇²L) by (warm-startable) power iteration on
+  Hessian-vector products; :func:`make_mlp` — a seeded MLP that leaves the global RNG alone.
+* :func:`t_interval`, :func:`paired`, :func:`gap_fractions`, :func:`format_interval` — means with
+  Student-t intervals (n − 1 degrees of freedom) over seeds, paired differences, fractions of a gap.
+* :func:`gd_update`, :func:`modified_gd_update`, :func:`trajectory` — full-batch updates
+  θ ← θ − h∇L and θ ← θ − h∇(L + (λ/4)‖∇L‖²) run for a time with snapshots (trajectory matching).
+* :func:`microbatch_penalty` — params ↦ mean_j ‖∇L_j‖² over micro-batches j (vmap), differentiable.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from torch import Tensor
 from ..autodiff import Loss, value_and_grad
 from ..bea import modified_loss
 from ..pytree import Params, add, check_lr, dot, flatten, rebuild, tensors
-from .training import accuracy, mean_and_stderr, run
+from .training import run
 
 SCALES = ("cpu", "gpu")
 
@@ -149,42 +152,6 @@ def _run_sparse(params, update, steps, record, *, desc, progress):
     return history
 
 
-def at_levels(
-    losses: Sequence[float], values: Sequence[float], levels: Sequence[float], *, log: bool = True
-) -> list[float]:
-    """``values`` read off where the recorded ``losses`` first drop to each of ``levels``.
-
-    For each level ℓ, find the first record i with losses[i] ≤ ℓ < losses[i−1] and interpolate
-    linearly in the loss between records i−1 and i (in log(value) and log(loss) when ``log``,
-    natural for quantities that decay exponentially). A level the curve never reaches (or
-    starts below) gives NaN.
-    """
-    loss_t = torch.as_tensor(losses, dtype=torch.float64)
-    val_t = torch.as_tensor(values, dtype=torch.float64)
-    if loss_t.dim() != 1 or loss_t.shape != val_t.shape or len(loss_t) < 2:
-        raise ValueError(
-            f"losses and values must be 1-D of the same length ≥ 2, got {tuple(loss_t.shape)} "
-            f"and {tuple(val_t.shape)}"
-        )
-    if log and (bool((loss_t <= 0).any()) or bool((val_t <= 0).any())):
-        raise ValueError("log interpolation needs positive losses and values (use log=False)")
-    out = []
-    for level in levels:
-        below = (loss_t <= level).nonzero()
-        if len(below) == 0 or int(below[0]) == 0:
-            out.append(float("nan"))
-            continue
-        i = int(below[0])
-        x0, x1, y0, y1 = loss_t[i - 1], loss_t[i], val_t[i - 1], val_t[i]
-        x = torch.tensor(float(level), dtype=torch.float64)
-        if log:
-            x0, x1, x, y0, y1 = x0.log(), x1.log(), x.log(), y0.log(), y1.log()
-        w = (x0 - x) / (x0 - x1)
-        y = y0 + w * (y1 - y0)
-        out.append(float(y.exp() if log else y))
-    return out
-
-
 # --------------------------------------------------------------------------- minibatch SGD
 
 
@@ -222,153 +189,6 @@ def microbatch_penalty(
         return sum((g**2).sum() for g in gs.values()) / xs.shape[0]
 
     return penalty
-
-
-def sgd_train(
-    model: torch.nn.Module,
-    criterion: Callable[[Tensor, Tensor], Tensor],
-    split,
-    *,
-    batch_size: int,
-    lr: float,
-    steps: int,
-    seed: int,
-    reg_lr: float = 0.0,
-    micro_size: int | None = None,
-    measure_micro: int | None = None,
-    desc: str | None = None,
-    progress: bool = True,
-) -> dict[str, float]:
-    """Train ``model``'s parameters (from their current values) with minibatch SGD.
-
-    Random reshuffling: each epoch draws a permutation of the training set (generator seeded
-    with ``seed``) and takes consecutive batches of ``batch_size``; the incomplete last batch
-    is dropped. Each step is θ ← θ − h ∇J_B(θ) with
-
-        J_B = L_B + (λ/4) · (1/J) Σ_j ‖∇L_{B,j}‖²    (λ = ``reg_lr``),
-
-    L_B the mean loss on the batch, L_{B,j} the loss on its j-th micro-batch of ``micro_size``
-    examples (the explicit SGD regularizer; λ = 0 gives plain SGD).
-    Returns a dict: ``train_loss``, ``test_loss``, ``test_acc``, ``train_acc`` at the end and,
-    if ``measure_micro`` is given, ``micro_norm2`` = mean ‖∇L_j‖² over consecutive
-    micro-batches of that size of the whole training set (the quantity the regularizer of
-    small-batch SGD penalizes).
-    """
-    from torch.func import functional_call, grad
-
-    _check_count(batch_size, "batch_size")
-    _check_count(steps, "steps")
-    h = check_lr(lr)
-    if not isinstance(reg_lr, (int, float)) or isinstance(reg_lr, bool) or reg_lr < 0:
-        raise ValueError(f"reg_lr must be a number ≥ 0, got {reg_lr!r}")
-    x, y = split.x_train, split.y_train
-    n = len(x)
-    if batch_size > n:
-        raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples")
-    if reg_lr > 0:
-        if micro_size is None:
-            raise ValueError("reg_lr > 0 needs micro_size (the size of the micro-batches)")
-        _check_count(micro_size, "micro_size")
-        if batch_size % micro_size != 0:
-            raise ValueError(f"batch_size={batch_size} is not a multiple of micro_size={micro_size}")
-
-    def batch_loss(params, xb, yb):
-        return criterion(functional_call(model, params, (xb,)), yb)
-
-    def objective(params, xb, yb):
-        out = batch_loss(params, xb, yb)
-        if reg_lr > 0:
-            out = out + (reg_lr / 4) * microbatch_penalty(model, criterion, xb, yb, micro_size)(params)
-        return out
-
-    step_grad = grad(objective)
-    gen = torch.Generator().manual_seed(seed)
-    state = {"perm": torch.randperm(n, generator=gen).to(x.device), "pos": 0}
-
-    def update(params: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        if state["pos"] + batch_size > n:
-            state["perm"] = torch.randperm(n, generator=gen).to(x.device)
-            state["pos"] = 0
-        idx = state["perm"][state["pos"] : state["pos"] + batch_size]
-        state["pos"] += batch_size
-        g = step_grad(params, x[idx], y[idx])
-        return {k: v - h * g[k] for k, v in params.items()}
-
-    start = {k: p.detach().clone() for k, p in model.named_parameters()}
-    params, _ = run(start, update, steps, desc=desc, progress=progress)
-    with torch.no_grad():
-        out_train = functional_call(model, params, (x,))
-        out_test = functional_call(model, params, (split.x_test,))
-        result = {
-            "train_loss": float(criterion(out_train, y)),
-            "test_loss": float(criterion(out_test, split.y_test)),
-            "train_acc": accuracy(out_train, y),
-            "test_acc": accuracy(out_test, split.y_test),
-        }
-    if measure_micro is not None:
-        usable = (n // measure_micro) * measure_micro
-        pen = microbatch_penalty(model, criterion, x[:usable], y[:usable], measure_micro)
-        result["micro_norm2"] = float(pen(params))
-    return result
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def summarize(
-    rows: Sequence[Mapping[str, Any]], by: Sequence[str], values: Sequence[str]
-) -> list[dict[str, Any]]:
-    """Group ``rows`` (one per run) by the keys ``by``; mean and standard error of ``values``.
-
-    Each output row has the ``by`` keys, ``n`` (runs in the group), and for each value v the
-    keys ``v`` (mean) and ``v_se`` (standard error of the mean, s/√n; NaN for one run).
-    Groups keep the order of their first appearance.
-    """
-    if not rows:
-        raise ValueError("rows is empty")
-    groups: dict[tuple, list[Mapping[str, Any]]] = {}
-    for i, row in enumerate(rows):
-        missing = [k for k in (*by, *values) if k not in row]
-        if missing:
-            raise KeyError(f"row {i} lacks the keys {missing}")
-        groups.setdefault(tuple(row[k] for k in by), []).append(row)
-    out = []
-    for key, members in groups.items():
-        entry: dict[str, Any] = dict(zip(by, key))
-        entry["n"] = len(members)
-        for v in values:
-            mean, se = mean_and_stderr([float(m[v]) for m in members])
-            entry[v], entry[f"{v}_se"] = mean, se
-        out.append(entry)
-    return out
-
-
-def format_table(
-    summary: Sequence[Mapping[str, Any]],
-    by: Sequence[str],
-    values: Sequence[str],
-    *,
-    digits: int = 3,
-    scale: Mapping[str, float] | None = None,
-) -> str:
-    """A plain-text table of :func:`summarize` output: ``by`` columns, then ``mean ± se``.
-
-    ``scale`` multiplies chosen values before printing (e.g. ``{"test_acc": 100}`` for %).
-    Numbers are printed with ``digits`` decimals (fixed point).
-    """
-    scale = dict(scale or {})
-    header = [*by, *values]
-    lines = []
-    for row in summary:
-        cells = [str(row[k]) for k in by]
-        for v in values:
-            c = scale.get(v, 1.0)
-            mean, se = row[v] * c, row[f"{v}_se"] * c
-            cells.append(f"{mean:.{digits}f} ± {se:.{digits}f}")
-        lines.append(cells)
-    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header), *(fmt.format(*r) for r in lines)])
 
 
 # --------------------------------------------------------------------------- Part IV on MNIST-1D
@@ -418,14 +238,6 @@ def top_eigenvalue(
             return torch.zeros((), dtype=lam.dtype), rebuild(params, v)
         v = [t.detach() / size for t in hv]
     return lam, rebuild(params, v)
-
-
-def sharpness(loss: Loss, params: Params, iters: int = 30, seed: int = 0) -> float:
-    """λ_max(∇²L(θ)) as a float: :func:`top_eigenvalue` from a seeded random vector.
-
-    GD on a quadratic is stable for h < 2/λ_max, and backward error analysis expands in h·λ_max.
-    """
-    return float(top_eigenvalue(loss, params, iters=iters, seed=seed)[0])
 
 
 def train_to_loss(
