@@ -5,36 +5,73 @@ tensors, and every vector returned has the same structure, device and dtype. The
 
 ==========================================  ====================================================
 ``grad(L, θ)``, ``hvp(L, θ, v)``             ∇L and ∇²L·v
+``sharpness(L, θ)``                          λ_max(∇²L), by power iteration on HVPs
 ``lie_bracket(La, Lb, θ)``                   [∇La, ∇Lb] = H_b ∇La − H_a ∇Lb
 ``alignment``, ``cosine``                    ⟨∇La, ∇Lb⟩ and its normalized version
-``modified_loss(L, θ, h)``                   L + (h/4)‖∇L‖²  (differentiable)
-``multitask_terms(Ls, θ, h)``                loss, flatness, conflict and modified loss
+``modified_loss(L, θ, lr)``                  L + (h/4)‖∇L‖²  (differentiable)
+``multitask_terms(Ls, θ, lr)``               loss, flatness, conflict and modified loss
 ``gd_field``, ``multitask_field``,           modified vector fields of GD, of GD on Σ L_i,
 ``sequential_field``                         and of one step per task in a fixed order
 ``order_averaged_field``, ``bracket_sum``    the field without brackets, and Σ_{i<j} [∇L_i, ∇L_j]
-``hessian_terms(Ls, θ, coefficients)``       Σ_k H_k u_k for any rule u_k(g, G): one reverse pass
-``flow``, ``gd_step``, ``sequential_steps``  reference RK4 flow and the discrete updates
+``conflict_free_loss``, ``sgd_modified_loss``  explicit regularizers (differentiable)
+``bracket_correction``, ``pcgrad``           corrections of a sweep and of conflicting gradients
+``gd_step``, ``sequential_steps``            the discrete updates (one step; one step per task)
+``flow``, ``flow_path``                      reference RK4 flow (end point; all states)
+``local_errors``, ``fit_order``              local errors of an update against a flow; their order
+``value_and_grad``, ``gradient_terms``,      the pipeline every call above is built on
+``hessian_terms``
+``model_loss``, ``params_of``, ``load_params``  losses of ``nn.Module``\\s and their parameters
+``accumulate_grad``                          a direction into ``.grad``, for ``torch.optim`` loops
 ==========================================  ====================================================
 
-Submodules of the library: ``pytree``, ``integrate``, ``data`` (tasks), ``models``, and
-``regularizers`` (the explicit regularizers, also exported here).
+Submodules: ``autodiff`` (the pipeline, module losses), ``bea`` (modified losses and fields,
+brackets), ``regularizers`` (explicit regularizers and corrections), ``integrate`` (updates,
+flows, order fits), ``optim`` (training loops with ``torch.optim``), ``pytree``, ``data``,
+``models``.
+
+Conventions (the same in every function):
+
+* **Step size**: ``lr`` is the h of the formula a function computes.
+* **Pairs vs sequences**: a function defined for exactly two tasks takes two positional losses
+  ``(loss_a, loss_b, params)``; one defined for any number of tasks takes one sequence
+  ``losses`` (or ``batch_losses``).
+* **Numbers**: every number returned is a 0-dim tensor (dicts of them for several named numbers,
+  a 1-D tensor for a list of numbers, e.g. :func:`local_errors`, :func:`geometric_lrs`).
+* **Seeds**: randomness is controlled by a keyword ``seed: int``, turned into a local
+  ``torch.Generator``; torch's global RNG is never used or advanced (module initialization runs in
+  ``torch.random.fork_rng``).
+* **Flows**: ``flow(field, params, t, *, steps=100)`` and ``flow_path(field, params, t, *, steps=100)``.
+* **Zero gradients**: :func:`cosine` is NaN when a gradient is zero (0/0).
+* **params**: a tensor or a dict; for a model, ``dict(model.named_parameters())`` (the model's own
+  tensors: results that are objectives stay differentiable, for training) or
+  ``params_of(model)`` (a detached copy). ``model.parameters()`` is refused with that hint.
+* **Nothing of the caller's changes**: tensors, ``requires_grad`` flags, ``.grad``, modules,
+  buffers and RNG state are left as they were. Every call works under ``torch.no_grad()``; under
+  ``torch.inference_mode()`` it raises (autograd records nothing there).
+* **Errors**: ``TypeError``/``ValueError`` naming the argument and what to pass;
+  ``FloatingPointError`` when a loss or a result is not finite.
+
+The bracket's sign and the time normalization are those of the book's FORMULAS page:
+[X, Y] = DY·X − DX·Y, and a sweep of one step per task over time h.
 
 ``ibea_lib.book`` holds the helpers of the book's chapters (2-D landscapes, plotting, widgets,
 training loops of the experiments, statistics). They are not part of the library's contract: they
 may change with the chapters. It is imported on first use (``ib.book`` or
 ``import ibea_lib.book``), so ``import ibea_lib`` does not load matplotlib.
-
-Conventions (sign of the bracket, time normalization) are those of the book's FORMULAS page.
 """
 
-from . import data, integrate, models, pytree
+from . import autodiff, bea, data, integrate, models, optim, pytree, regularizers
 from .autodiff import (
     Loss,
+    ModelLoss,
     grad,
+    gradient_terms,
+    hessian_terms,
     hvp,
     load_params,
     model_loss,
     params_of,
+    sharpness,
     sum_losses,
     value_and_grad,
 )
@@ -43,7 +80,6 @@ from .bea import (
     bracket_sum,
     cosine,
     gd_field,
-    hessian_terms,
     lie_bracket,
     modified_loss,
     multitask_field,
@@ -51,57 +87,90 @@ from .bea import (
     order_averaged_field,
     sequential_field,
 )
-from .integrate import fit_order, flow, gd_step, geometric_lrs, local_errors, order_gap, sequential_steps
+from .integrate import (
+    fit_order,
+    flow,
+    flow_path,
+    gd_step,
+    geometric_lrs,
+    local_errors,
+    order_gap,
+    sequential_steps,
+)
+from .optim import accumulate_grad
 from .pytree import Params, add, clone, dot, flatten, norm, scale, sub, unflatten, zeros_like
-from .regularizers import bracket_corrected_steps, conflict_free_loss, pcgrad, sgd_modified_loss
+from .regularizers import (
+    bracket_corrected_steps,
+    bracket_correction,
+    conflict_free_loss,
+    pcgrad,
+    sgd_modified_loss,
+)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "bracket_corrected_steps",
-    "bracket_sum",
-    "conflict_free_loss",
-    "order_averaged_field",
-    "order_gap",
-    "pcgrad",
-    "sgd_modified_loss",
+    # submodules
+    "autodiff",
+    "bea",
     "data",
     "integrate",
     "models",
+    "optim",
     "pytree",
+    "regularizers",
+    # types
     "Loss",
+    "ModelLoss",
     "Params",
-    "add",
-    "alignment",
-    "clone",
-    "cosine",
-    "dot",
-    "fit_order",
-    "flatten",
-    "flow",
-    "gd_field",
-    "gd_step",
-    "geometric_lrs",
+    # the pipeline and module losses
+    "value_and_grad",
     "grad",
+    "gradient_terms",
     "hessian_terms",
     "hvp",
-    "lie_bracket",
-    "load_params",
-    "local_errors",
+    "sharpness",
     "model_loss",
-    "modified_loss",
-    "multitask_field",
-    "multitask_terms",
-    "norm",
     "params_of",
-    "scale",
-    "sequential_field",
-    "sequential_steps",
-    "sub",
+    "load_params",
     "sum_losses",
-    "unflatten",
-    "value_and_grad",
+    # backward error analysis
+    "alignment",
+    "cosine",
+    "lie_bracket",
+    "modified_loss",
+    "multitask_terms",
+    "gd_field",
+    "multitask_field",
+    "sequential_field",
+    "order_averaged_field",
+    "bracket_sum",
+    # explicit regularizers and corrections
+    "conflict_free_loss",
+    "sgd_modified_loss",
+    "bracket_correction",
+    "bracket_corrected_steps",
+    "pcgrad",
+    "accumulate_grad",
+    # updates, flows, orders
+    "gd_step",
+    "sequential_steps",
+    "flow",
+    "flow_path",
+    "local_errors",
+    "fit_order",
+    "geometric_lrs",
+    "order_gap",
+    # pytree arithmetic
+    "add",
+    "sub",
+    "scale",
+    "dot",
+    "norm",
     "zeros_like",
+    "clone",
+    "flatten",
+    "unflatten",
 ]
 
 

@@ -15,61 +15,25 @@ gradients' worth of extra work, and memory stays linear in the number of paramet
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from .autodiff import Loss, _detach, _grads, _leaves, check_finite, check_losses, evaluate, grad
-from .pytree import Params, add, check_lr, dot, norm, rebuild, scale, tensors, tree_map, zeros_like
+from .autodiff import Loss, check_finite, check_losses, detach, gradient_terms, hessian_terms
+from .pytree import Params, add, check_lr, check_params, dot, scale, sum_trees
 
 
-def _sum_of_hvps(leaves: Params, gs: list[Params], us: list[Params]) -> Params:
-    """Σ_k H_k u_k = ∇_θ Σ_k ⟨∇L_k(θ), sg(u_k)⟩, in one reverse pass."""
-    s = sum(dot(g, _detach(u)) for g, u in zip(gs, us))
-    if not s.requires_grad:  # every loss is (at most) linear in params: all Hessians vanish
-        return rebuild(leaves, [torch.zeros_like(t) for t in tensors(leaves)])
-    return _grads(s, leaves, create_graph=False)
-
-
-def _total(trees: list[Params]) -> Params:
-    out = trees[0]
-    for t in trees[1:]:
-        out = tree_map(torch.add, out, t)
+def _with_prefix_sums(gs: list[Params], base: Params | list[Params], c: float) -> list[Params]:
+    """u_k = base_k + c·P_k with the prefix sums P_k = Σ_{i<k} g_i (P_0 = 0, no zeros formed)."""
+    bases = base if isinstance(base, list) else [base] * len(gs)
+    out, prefix = [bases[0]], gs[0]
+    for k in range(1, len(gs)):
+        out.append(add(bases[k], prefix, alpha=c))
+        prefix = add(prefix, gs[k]) if k + 1 < len(gs) else prefix
     return out
 
 
-def _prefix_sums(trees: list[Params]) -> list[Params]:
-    """P_k = Σ_{i<k} trees[i] for k = 0, …, n−1 (P_0 = 0)."""
-    prefix, out = zeros_like(trees[0]), []
-    for t in trees:
-        out.append(prefix)
-        prefix = tree_map(torch.add, prefix, t)
-    return out
-
-
-Coefficients = Callable[[list[Params]], list[Params]]
-"""Task gradients g_1…g_n -> the vectors u_1…u_n that multiply H_1…H_n."""
-
-
-@torch.enable_grad()
-def hessian_terms(
-    losses: Sequence[Loss], params: Params, coefficients: Coefficients
-) -> tuple[Params, list[Params]]:
-    """(Σ_k H_k u_k, [g_1, …, g_n]): all the Hessian terms of a formula, in one extra reverse pass.
-
-    ``coefficients(gs)`` maps the task gradients g_k = ∇L_k(θ) to the vectors u_k; then
-    Σ_k H_k u_k = ∇_θ Σ_k ⟨∇L_k(θ), sg(u_k)⟩. Every modified field and bracket of this module is
-    such a sum with its own u_k. The gradients are returned too (detached).
-    """
-    leaves, _ = _leaves(params)
-    values = [evaluate(f, leaves, f"losses[{i}]") for i, f in enumerate(check_losses(losses))]
-    gs = [_grads(v, leaves, create_graph=True) for v in values]
-    detached = [_detach(g) for g in gs]
-    return _detach(_sum_of_hvps(leaves, gs, coefficients(detached))), detached
-
-
-@torch.enable_grad()
 def lie_bracket(loss_a: Loss, loss_b: Loss, params: Params) -> Params:
     """[∇L_a, ∇L_b](θ) = H_b ∇L_a − H_a ∇L_b.
 
@@ -81,41 +45,37 @@ def lie_bracket(loss_a: Loss, loss_b: Loss, params: Params) -> Params:
 
 
 def alignment(loss_a: Loss, loss_b: Loss, params: Params) -> Tensor:
-    """⟨∇L_a, ∇L_b⟩, the gradient alignment (a 0-dim tensor)."""
-    return dot(grad(loss_a, params), grad(loss_b, params))
+    """⟨∇L_a, ∇L_b⟩, the gradient alignment (a detached 0-dim tensor)."""
+    check_params(params)
+    return gradient_terms([loss_a, loss_b], detach(params), lambda v, g: dot(g[0], g[1]))
 
 
 def cosine(loss_a: Loss, loss_b: Loss, params: Params) -> Tensor:
-    """⟨∇L_a, ∇L_b⟩ / (‖∇L_a‖ ‖∇L_b‖); raises if a gradient is zero."""
-    ga, gb = grad(loss_a, params), grad(loss_b, params)
-    na, nb = norm(ga), norm(gb)
-    if na == 0 or nb == 0:
-        raise ZeroDivisionError(
-            "the cosine is undefined: the gradient of loss_"
-            + ("a" if na == 0 else "b")
-            + " is zero at these params"
-        )
-    return dot(ga, gb) / (na * nb)
+    """⟨∇L_a, ∇L_b⟩ / (‖∇L_a‖ ‖∇L_b‖) (a detached 0-dim tensor); NaN when a gradient is zero.
+
+    A zero gradient has no direction, so the cosine is 0/0 = NaN (as in IEEE arithmetic, and as
+    in the book's task metrics); test it with ``torch.isnan``.
+    """
+    check_params(params)
+    t = gradient_terms(
+        [loss_a, loss_b],
+        detach(params),
+        lambda v, g: {"ab": dot(g[0], g[1]), "aa": dot(g[0], g[0]), "bb": dot(g[1], g[1])},
+    )
+    return t["ab"] / torch.sqrt(t["aa"] * t["bb"])
 
 
-@torch.enable_grad()
 def modified_loss(loss: Loss, params: Params, lr: float) -> Tensor:
-    """L̃ = L + (h/4)‖∇L‖², the loss that gradient descent with step h follows to O(h³).
+    """L̃ = L + (h/4)‖∇L‖², the loss that gradient descent with step h = ``lr`` follows to O(h³).
 
-    Differentiable in ``params`` when they require grad (e.g. a model's parameters), so it can
-    be minimized directly as an explicitly regularized objective.
+    Differentiable in ``params`` when they require grad (e.g. ``dict(model.named_parameters())``),
+    so it can be minimized directly as an explicitly regularized objective:
+    ``ib.modified_loss(loss, dict(model.named_parameters()), lr).backward()``.
     """
     h = check_lr(lr)
-    leaves, attached = _leaves(params)
-    value = evaluate(loss, leaves)
-    g = _grads(value, leaves, create_graph=attached)
-    out = value + (h / 4) * dot(g, g)
-    if not torch.isfinite(out):
-        raise FloatingPointError("the modified loss is not finite (the gradient overflowed)")
-    return out if attached else out.detach()
+    return gradient_terms([loss], params, lambda v, g: v[0] + (h / 4) * dot(g[0], g[0]))
 
 
-@torch.enable_grad()
 def multitask_terms(losses: Sequence[Loss], params: Params, lr: float) -> dict[str, Tensor]:
     """The modified loss of one GD step on L = Σ_i L_i, split into its three parts.
 
@@ -125,32 +85,28 @@ def multitask_terms(losses: Sequence[Loss], params: Params, lr: float) -> dict[s
     :func:`modified_loss`.
     """
     h = check_lr(lr)
-    losses = check_losses(losses)
-    leaves, attached = _leaves(params)
-    values = [evaluate(f, leaves, f"losses[{i}]") for i, f in enumerate(losses)]
-    gs = [_grads(v, leaves, create_graph=attached) for v in values]
-    total = sum(values)
-    flatness = (h / 4) * sum(dot(g, g) for g in gs)
-    conflict = (h / 2) * sum(
-        (dot(gs[i], gs[j]) for i in range(len(gs)) for j in range(i + 1, len(gs))),
-        torch.zeros((), dtype=total.dtype, device=total.device),
-    )
-    terms = {"loss": total, "flatness": flatness, "conflict": conflict}
-    terms["modified"] = total + flatness + conflict
-    if not all(torch.isfinite(t) for t in terms.values()):
-        raise FloatingPointError(f"non-finite multitask terms: { {k: t.item() for k, t in terms.items()} }")
-    return terms if attached else {k: t.detach() for k, t in terms.items()}
+
+    def combine(values: list[Tensor], gs: list[Params]) -> dict[str, Tensor]:
+        total = sum(values)
+        conflict = sum(
+            (dot(gs[i], gs[j]) for i in range(len(gs)) for j in range(i + 1, len(gs))),
+            torch.zeros_like(total),
+        )
+        terms = {"loss": total, "flatness": (h / 4) * sum(dot(g, g) for g in gs), "conflict": (h / 2) * conflict}
+        terms["modified"] = terms["loss"] + terms["flatness"] + terms["conflict"]
+        return terms
+
+    return gradient_terms(losses, params, combine)
 
 
-@torch.enable_grad()
 def multitask_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
     """F = −∇(L + (h/4)‖∇L‖²) = −G − (h/2) H G with L = Σ_i L_i, G = ∇L, H = ∇²L.
 
     One GD step of size h on the summed loss follows the flow of F for time h to O(h³).
     """
     h = check_lr(lr)
-    hv, gs = hessian_terms(losses, params, lambda gs: [scale(_total(gs), -h / 2)] * len(gs))
-    return check_finite(add(hv, _total(gs), alpha=-1.0), "the multitask modified field")
+    hv, gs = hessian_terms(losses, params, lambda gs: [scale(sum_trees(gs), -h / 2)] * len(gs))
+    return check_finite(add(hv, sum_trees(gs), alpha=-1.0), "the multitask modified field")
 
 
 def gd_field(loss: Loss, params: Params, lr: float) -> Params:
@@ -158,7 +114,6 @@ def gd_field(loss: Loss, params: Params, lr: float) -> Params:
     return multitask_field([loss], params, lr)
 
 
-@torch.enable_grad()
 def sequential_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
     """The modified field of one GD step per task, in the given order 1, …, n.
 
@@ -171,14 +126,13 @@ def sequential_field(losses: Sequence[Loss], params: Params, lr: float) -> Param
     h = check_lr(lr)
 
     def coefficients(gs: list[Params]) -> list[Params]:
-        total = _total(gs)
-        return [add(scale(p, h), total, alpha=-h / 2) for p in _prefix_sums(gs)]
+        half = scale(sum_trees(gs), -h / 2)  # −(h/2) G, then u_k = −(h/2) G + h P_k
+        return _with_prefix_sums(gs, half, h)
 
     hv, gs = hessian_terms(losses, params, coefficients)
-    return check_finite(add(hv, _total(gs), alpha=-1.0), "the sequential modified field")
+    return check_finite(add(hv, sum_trees(gs), alpha=-1.0), "the sequential modified field")
 
 
-@torch.enable_grad()
 def order_averaged_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
     """F̄ = −∇(Σ_i L_i + (h/4) Σ_i ‖∇L_i‖²) = −Σ_i g_i − (h/2) Σ_i H_i g_i.
 
@@ -188,10 +142,9 @@ def order_averaged_field(losses: Sequence[Loss], params: Params, lr: float) -> P
     """
     h = check_lr(lr)
     hv, gs = hessian_terms(losses, params, lambda gs: [scale(g, -h / 2) for g in gs])
-    return check_finite(add(hv, _total(gs), alpha=-1.0), "the order-averaged field")
+    return check_finite(add(hv, sum_trees(gs), alpha=-1.0), "the order-averaged field")
 
 
-@torch.enable_grad()
 def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
     """Σ_{i<j} [∇L_i, ∇L_j] for the tasks in the given order (one reverse pass).
 
@@ -204,8 +157,8 @@ def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
         raise ValueError("bracket_sum needs at least two losses")
 
     def coefficients(gs: list[Params]) -> list[Params]:
-        total = _total(gs)
-        return [add(add(g, p, alpha=2.0), total, alpha=-1.0) for p, g in zip(_prefix_sums(gs), gs)]
+        minus = scale(sum_trees(gs), -1.0)  # u_k = (g_k − G) + 2 P_k
+        return _with_prefix_sums(gs, [add(minus, g) for g in gs], 2.0)
 
     hv, _ = hessian_terms(losses, params, coefficients)
     return check_finite(hv, "the bracket sum")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -25,7 +25,20 @@ def tensors(params: Params) -> list[Tensor]:
         return [params]
     if isinstance(params, Mapping):
         return list(params.values())
-    raise TypeError(f"params must be a torch.Tensor or a dict of tensors, got {type(params).__name__}")
+    raise TypeError(not_params_message("params", params))
+
+
+def not_params_message(name: str, value: object) -> str:
+    """The error message for a ``params`` that is neither a tensor nor a dict of tensors."""
+    got = type(value).__name__
+    if isinstance(value, torch.nn.Module):
+        got = "a torch.nn.Module"
+    elif isinstance(value, Iterator):
+        got = f"an iterator ({got}, e.g. model.parameters())"
+    return (
+        f"{name} must be a torch.Tensor or a dict of tensors, got {got}; for a model pass "
+        "dict(model.named_parameters()) (to train it) or ib.params_of(model) (a detached copy)"
+    )
 
 
 def rebuild(like: Params, values: list[Tensor]) -> Params:
@@ -44,24 +57,58 @@ def tree_map(fn: Callable[..., Tensor], first: Params, *rest: Params) -> Params:
 
 
 def check_params(params: Params, name: str = "params") -> None:
-    """Raise if ``params`` is not a tensor or a non-empty dict of floating-point tensors."""
-    if isinstance(params, Mapping):
+    """Raise unless ``params`` is a tensor or a non-empty dict of floating-point tensors with data.
+
+    Cheap (attributes only, no pass over the entries). Meta tensors (no data) and inference
+    tensors (made under ``torch.inference_mode()``, which autograd cannot record) are refused
+    with a message that says what to do.
+    """
+    if isinstance(params, Tensor):
+        items = (("", params),)
+    elif isinstance(params, Mapping):
         if len(params) == 0:
             raise ValueError(f"{name} is an empty dict; it needs at least one tensor")
-        items = list(params.items())
-    elif isinstance(params, Tensor):
-        items = [("", params)]
+        items = params.items()
     else:
-        raise TypeError(f"{name} must be a torch.Tensor or a dict of tensors, got {type(params).__name__}")
+        raise TypeError(not_params_message(name, params))
     for key, value in items:
-        where = f"{name}[{key!r}]" if key else name
         if not isinstance(value, Tensor):
+            where = f"{name}[{key!r}]" if key else name
             raise TypeError(f"{where} must be a torch.Tensor, got {type(value).__name__}")
-        if not value.is_floating_point():
-            raise TypeError(
-                f"{where} has dtype {value.dtype}; derivatives need a floating-point dtype "
-                "(float32 or float64)"
-            )
+        if not value.is_floating_point() or value.is_meta or value.is_inference():
+            _refuse_tensor(f"{name}[{key!r}]" if key else name, value)
+
+
+def _refuse_tensor(where: str, value: Tensor) -> None:
+    if not value.is_floating_point():
+        raise TypeError(
+            f"{where} has dtype {value.dtype}; derivatives need a floating-point dtype (float32 or float64)"
+        )
+    if value.is_meta:
+        raise ValueError(
+            f"{where} is a meta tensor (a shape without data); materialize the model first, e.g. "
+            "model.to_empty(device='cpu') and then initialize or load its parameters"
+        )
+    raise RuntimeError(
+        f"{where} is an inference tensor (made under torch.inference_mode()), which autograd "
+        "cannot differentiate; make it outside inference mode, or copy it there with .clone()"
+    )
+
+
+def all_finite(values: Sequence[Tensor]) -> bool:
+    """Whether every entry of every tensor is finite: one cheap pass, an exact check only on doubt.
+
+    The fast path sums each tensor (a NaN or an infinity makes a sum non-finite); only when a
+    sum is not finite, which a huge but finite tensor can also cause, is every entry examined.
+    """
+    sums = [v.sum() for v in values]
+    first = sums[0]
+    if all(t.device == first.device and t.dtype == first.dtype for t in sums):
+        if bool(torch.isfinite(torch.stack(sums).sum() if len(sums) > 1 else first)):
+            return True
+    elif all(bool(torch.isfinite(t)) for t in sums):  # mixed devices or dtypes: one sync each
+        return True
+    return all(bool(torch.isfinite(v).all()) for v in values)
 
 
 def check_same_structure(a: Params, b: Params, names: tuple[str, str] = ("params", "v")) -> None:
@@ -113,6 +160,14 @@ def sub(a: Params, b: Params) -> Params:
 def scale(a: Params, c: float) -> Params:
     """c · a."""
     return tree_map(lambda x: x * c, a)
+
+
+def sum_trees(trees: Sequence[Params]) -> Params:
+    """Σ_k trees[k] (pytrees of the same structure; at least one)."""
+    out = trees[0]
+    for t in trees[1:]:
+        out = tree_map(torch.add, out, t)
+    return out
 
 
 def dot(a: Params, b: Params) -> Tensor:

@@ -250,7 +250,7 @@ def test_a_non_callable_in_losses(name):
 )
 def test_flow_bad_steps_or_time(steps, t):
     p = torch.ones(2, dtype=F64)
-    check_raises(lambda: ib.flow(lambda q: -q, p, t, steps), p, ValueError, "steps must be|t must be finite")
+    check_raises(lambda: ib.flow(lambda q: -q, p, t, steps=steps), p, ValueError, "steps must be|t must be finite")
 
 
 def test_flow_reports_a_diverging_field():
@@ -315,7 +315,7 @@ def test_returned_vectors_are_new_tensors():
     """Results never alias the caller's storage (changing them in place is safe)."""
     p = dict_params()
     before = snapshot(p)
-    outs = (ib.gd_step(quartic, p, LR), ib.flow(lambda q: ib.scale(q, 0.0), p, 1.0, 1), ib.pytree.clone(p))
+    outs = (ib.gd_step(quartic, p, LR), ib.flow(lambda q: ib.scale(q, 0.0), p, 1.0, steps=1), ib.pytree.clone(p))
     for out in outs:
         for k in p:
             out[k].add_(1.0)

@@ -94,10 +94,10 @@ def test_alignment_and_cosine(mlp2):
     assert float(ib.cosine(*mlp2.losses, mlp2.params)) == pytest.approx(cos, rel=TOL)
 
 
-def test_cosine_of_a_zero_gradient_raises():
+def test_cosine_of_a_zero_gradient_is_nan():
     th = torch.zeros(3, dtype=F64)
-    with pytest.raises(ZeroDivisionError, match="loss_a"):
-        ib.cosine(lambda p: (p**2).sum(), lambda p: p.sum(), th)
+    c = ib.cosine(lambda p: (p**2).sum(), lambda p: p.sum(), th)
+    assert c.dim() == 0 and torch.isnan(c)
 
 
 # ----- modified losses and fields ---------------------------------------------------------------
@@ -298,7 +298,7 @@ def test_params_of_and_load_params_roundtrip(mlp2):
     assert all(torch.equal(t, q[k]) for k, t in model.named_parameters())
     assert all(t.requires_grad for t in model.parameters())
     ib.load_params(model, p)
-    with pytest.raises(ValueError, match="not a parameter"):
+    with pytest.raises(ValueError, match="not parameters of the model"):
         ib.load_params(model, {"bad": torch.zeros(1)})
 
 
@@ -355,7 +355,7 @@ def test_local_errors_matches_a_direct_computation():
     lrs = [0.1, 0.05]
     errs = ib.local_errors(lambda p, h: ib.gd_step(f, p, h), lambda p, h: -ib.grad(f, p), th, lrs, steps=40)
     for h, e in zip(lrs, errs):
-        direct = float((ib.gd_step(f, th, h) - ib.flow(lambda p: -(A @ p + b), th, h, 40)).norm())
+        direct = float((ib.gd_step(f, th, h) - ib.flow(lambda p: -(A @ p + b), th, h, steps=40)).norm())
         assert e == pytest.approx(direct, rel=1e-12)
 
 

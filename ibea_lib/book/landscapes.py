@@ -159,7 +159,7 @@ def flow_trajectory(field: Field, theta0: Tensor, dt: float, points: int, subste
     points = check_positive_int(points, "points")
     out = [theta0.detach().clone()]
     for _ in range(points):
-        out.append(flow(field, out[-1], dt, substeps))
+        out.append(flow(field, out[-1], dt, steps=substeps))
     return torch.stack(out)
 
 
@@ -186,7 +186,7 @@ def global_errors(
         if n < 1 or abs(n * h - t_end) > 1e-9 * max(1.0, t_end):
             raise ValueError(f"t_end / h must be a positive integer; got t_end={t_end}, h={h}")
         gd = gd_trajectory(loss, theta0, h, n)[-1]
-        exact = flow(lambda p: -grad(loss, p), theta0, t_end, n * substeps)
+        exact = flow(lambda p: -grad(loss, p), theta0, t_end, steps=n * substeps)
         errors.append(float((gd - exact).norm()))
     return errors
 

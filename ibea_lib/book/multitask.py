@@ -30,10 +30,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..autodiff import Loss, _detach, _grads, _leaves, check_finite, check_losses, evaluate, grad, model_loss
-from ..bea import _total, hessian_terms, order_averaged_field
+from ..autodiff import (
+    Loss,
+    check_finite,
+    check_losses,
+    detach,
+    grad,
+    gradient_terms,
+    hessian_terms,
+    model_loss,
+)
+from ..bea import order_averaged_field
 from ..data import Split
-from ..pytree import Params, add, check_lr, dot, tree_map
+from ..pytree import Params, add, check_lr, check_params, dot, sum_trees, tree_map
 from ..regularizers import conflict_free_loss, pcgrad
 
 Update = Callable[[Params, int], Params]
@@ -57,7 +66,7 @@ def conflict_gradient(losses: Sequence[Loss], params: Params) -> Params:
     losses = check_losses(losses)
     if len(losses) < 2:
         raise ValueError("the conflict term needs at least two task losses")
-    hv, _ = hessian_terms(losses, params, lambda gs: [tree_map(torch.sub, _total(gs), g) for g in gs])
+    hv, _ = hessian_terms(losses, params, lambda gs: [tree_map(torch.sub, sum_trees(gs), g) for g in gs])
     return check_finite(hv, "the conflict gradient")
 
 
@@ -81,7 +90,7 @@ def _checked(losses: Sequence[Loss], lr: float) -> tuple[list[Loss], float]:
 def summed_update(losses: Sequence[Loss], lr: float) -> Update:
     """θ ← θ − h Σ_i ∇L_i(θ): plain multitask GD (modified loss: loss + flatness + conflict)."""
     losses, h = _checked(losses, lr)
-    return lambda params, step: add(params, _total([grad(f, params) for f in losses]), alpha=-h)
+    return lambda params, step: add(params, sum_trees([grad(f, params) for f in losses]), alpha=-h)
 
 
 def conflict_free_update(losses: Sequence[Loss], lr: float) -> Update:
@@ -99,11 +108,9 @@ def conflict_free_update(losses: Sequence[Loss], lr: float) -> Update:
 def pcgrad_update(losses: Sequence[Loss], lr: float, *, seed: int | None = 0) -> Update:
     """θ ← θ − h Σ_i PCGrad(g)_i (:func:`pcgrad`); ``seed`` draws the projection orders."""
     losses, h = _checked(losses, lr)
-    generator = None if seed is None else torch.Generator().manual_seed(seed)
-
     def update(params: Params, step: int) -> Params:
-        projected = pcgrad([grad(f, params) for f in losses], generator=generator)
-        return add(params, _total(projected), alpha=-h)
+        projected = pcgrad([grad(f, params) for f in losses], seed=None if seed is None else seed + step)
+        return add(params, sum_trees(projected), alpha=-h)
 
     return update
 
@@ -145,22 +152,25 @@ def task_metrics(losses: Sequence[Loss], params: Params) -> dict[str, float]:
     One gradient per task is computed (no Hessians).
     """
     losses = check_losses(losses)
-    out: dict[str, float] = {}
-    gs = []
-    for i, f in enumerate(losses):
-        leaves, _ = _leaves(params)
-        value = evaluate(f, leaves, f"losses[{i}]")
-        g = _detach(_grads(value, leaves, create_graph=False))
-        gs.append(g)
-        out[f"loss_{i}"] = float(value.detach())
-        out[f"grad_sq_{i}"] = float(dot(g, g))
-    for i, j in _pairs(len(gs)):
-        a = float(dot(gs[i], gs[j]))
-        out[f"alignment_{i}{j}"] = a
+    check_params(params)
+
+    def combine(values: list[Tensor], gs: list[Params]) -> dict[str, Tensor]:
+        terms = {}
+        for i, v in enumerate(values):
+            terms[f"loss_{i}"] = v
+            terms[f"grad_sq_{i}"] = dot(gs[i], gs[i])
+        for i, j in _pairs(len(gs)):
+            terms[f"alignment_{i}{j}"] = dot(gs[i], gs[j])
+        total = sum_trees(gs)
+        terms["sum_grad_sq"] = dot(total, total)
+        return terms
+
+    terms = gradient_terms(losses, detach(params), combine)
+    out = {k: float(v) for k, v in terms.items() if not k.startswith("sum")}
+    for i, j in _pairs(len(losses)):
         den = (out[f"grad_sq_{i}"] * out[f"grad_sq_{j}"]) ** 0.5
-        out[f"cosine_{i}{j}"] = a / den if den > 0 else float("nan")
-    total = _total(gs)
-    out["sum_grad_sq"] = float(dot(total, total))
+        out[f"cosine_{i}{j}"] = out[f"alignment_{i}{j}"] / den if den > 0 else float("nan")
+    out["sum_grad_sq"] = float(terms["sum_grad_sq"])
     return out
 
 

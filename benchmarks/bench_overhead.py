@@ -1,0 +1,202 @@
+"""What does the library add on top of bare autograd? Paired timings of the core calls.
+
+    python benchmarks/bench_overhead.py            # about a minute on one CPU thread
+    python benchmarks/bench_overhead.py --quick    # smoke run (a few seconds)
+
+Each core call is timed right next to the *same computation written in bare autograd*
+(``torch.autograd.grad`` on a ``functional_call`` loss): one pair = the bare call and the
+library call, in alternating order from pair to pair. The reported number is the median over
+pairs of time(library) / time(bare), so a slow phase of a shared machine hits both calls of a
+pair alike. The library side includes everything a user pays for: ``ib.model_loss`` (the
+checks, the RNG guard, the buffer handling), the input checks, the fused finiteness check and
+the tree handling.
+
+Problem: the 784-1024-256-10 tanh MLP (1.07M parameters), a batch of 256, cross-entropy,
+float32, on the CPU with ``torch.set_num_threads(1)`` (the machine is shared: paired ratios
+only). Results: ``benchmarks/results/overhead.md``.
+
+The methods (two tasks = the same network on two different batches):
+
+==================  ==============================================================================
+``grad``            ∇L
+``hvp``             ∇_θ⟨∇L, sg(v)⟩
+``lie_bracket``     ∇_θ(⟨∇L_b, sg(g_a)⟩ − ⟨∇L_a, sg(g_b)⟩)
+``sequential_fld``  −g_a − g_b + ∇_θ(⟨∇L_a, u_a⟩ + ⟨∇L_b, u_b⟩), u_a = −(h/2)(g_a + g_b), u_b = (h/2)(g_a − g_b)
+``modified_loss``   L + (h/4)‖∇L‖² on the model's own parameters, then ``.backward()``
+==================  ==============================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+import ibea_lib as ib
+
+HERE = pathlib.Path(__file__).resolve().parent
+SIZES = (784, 1024, 256, 10)
+BATCH = 256
+LR = 0.1
+
+
+def problem(sizes=SIZES, batch=BATCH):
+    model = ib.models.mlp(list(sizes), "tanh", seed=0)
+    gen = torch.Generator().manual_seed(1)
+    xs = torch.randn(2, batch, sizes[0], generator=gen)
+    ys = torch.randint(0, sizes[-1], (2, batch), generator=gen)
+    lib_losses = [ib.model_loss(model, F.cross_entropy, xs[i], ys[i]) for i in range(2)]
+
+    def bare_loss(i):
+        return lambda p: F.cross_entropy(functional_call(model, p, (xs[i],)), ys[i])
+
+    return model, ib.params_of(model), lib_losses, [bare_loss(0), bare_loss(1)]
+
+
+def bare_leaves(params):
+    return {k: v.detach().requires_grad_(True) for k, v in params.items()}
+
+
+def methods(model, params, L, B):
+    """name -> (bare(), lib()): the same result computed both ways."""
+    v = {k: torch.randn_like(t) for k, t in params.items()}
+    names = list(params)
+    own = dict(model.named_parameters())
+
+    def bare_grad():
+        p = bare_leaves(params)
+        return dict(zip(names, torch.autograd.grad(B[0](p), list(p.values()))))
+
+    def bare_hvp():
+        p = bare_leaves(params)
+        xs = list(p.values())
+        g = torch.autograd.grad(B[0](p), xs, create_graph=True)
+        s = sum((gi * v[k]).sum() for gi, k in zip(g, names))
+        return dict(zip(names, torch.autograd.grad(s, xs)))
+
+    def two_grads(p):
+        xs = list(p.values())
+        ga = torch.autograd.grad(B[0](p), xs, create_graph=True)
+        gb = torch.autograd.grad(B[1](p), xs, create_graph=True)
+        return xs, ga, gb
+
+    def bare_bracket():
+        xs, ga, gb = two_grads(bare_leaves(params))
+        s = sum((b * a.detach()).sum() - (a * b.detach()).sum() for a, b in zip(ga, gb))
+        return dict(zip(names, torch.autograd.grad(s, xs)))
+
+    def bare_sequential():
+        xs, ga, gb = two_grads(bare_leaves(params))
+        s = 0.0
+        for a, b in zip(ga, gb):
+            a0, b0 = a.detach(), b.detach()
+            s = s + (a * (-(LR / 2) * (a0 + b0))).sum() + (b * ((LR / 2) * (a0 - b0))).sum()
+        hv = torch.autograd.grad(s, xs)
+        return {k: h - a.detach() - b.detach() for k, h, a, b in zip(names, hv, ga, gb)}
+
+    def bare_modified():
+        model.zero_grad(set_to_none=True)
+        value = B[0](own)
+        g = torch.autograd.grad(value, list(own.values()), create_graph=True)
+        (value + (LR / 4) * sum((t * t).sum() for t in g)).backward()
+
+    def lib_modified():
+        model.zero_grad(set_to_none=True)
+        ib.modified_loss(L[0], own, LR).backward()
+
+    return {
+        "grad": (bare_grad, lambda: ib.grad(L[0], params)),
+        "hvp": (bare_hvp, lambda: ib.hvp(L[0], params, v)),
+        "lie_bracket": (bare_bracket, lambda: ib.lie_bracket(L[0], L[1], params)),
+        "sequential_fld": (bare_sequential, lambda: ib.sequential_field(L, params, LR)),
+        "modified_loss": (bare_modified, lib_modified),
+    }
+
+
+def check_agreement(pairs, model):
+    """The two sides compute the same thing (a benchmark of different results means nothing)."""
+    for name, (bare, lib) in pairs.items():
+        if name == "modified_loss":
+            bare()
+            ref = {k: p.grad.clone() for k, p in model.named_parameters()}
+            lib()
+            got = {k: p.grad.clone() for k, p in model.named_parameters()}
+            model.zero_grad(set_to_none=True)
+        else:
+            ref, got = bare(), lib()
+        err = float(ib.norm(ib.sub(got, ref)) / ib.norm(ref))
+        assert err < 1e-5, f"{name}: library and bare autograd differ (relative error {err:.1e})"
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def paired_ratios(bare, lib, pairs: int, warmup: int = 2) -> tuple[list[float], float]:
+    for _ in range(warmup):
+        bare(), lib()
+    ratios, bare_times = [], []
+    for i in range(pairs):
+        if i % 2 == 0:
+            tb = timed(bare)
+            tl = timed(lib)
+        else:
+            tl = timed(lib)
+            tb = timed(bare)
+        ratios.append(tl / tb)
+        bare_times.append(tb)
+    return ratios, statistics.median(bare_times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small network, few pairs (smoke run)")
+    parser.add_argument("--pairs", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=pathlib.Path, default=HERE / "results" / "overhead.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    sizes, pairs = ((784, 64, 32, 10), 6) if args.quick else (SIZES, args.pairs)
+    model, params, L, B = problem(sizes)
+    ms = methods(model, params, L, B)
+    check_agreement(ms, model)
+    load = os.getloadavg()
+    rows = []
+    for name, (bare, lib) in ms.items():
+        ratios, t_bare = paired_ratios(bare, lib, pairs)
+        q = statistics.quantiles(ratios, n=4)
+        rows.append((name, statistics.median(ratios), q[0], q[2], t_bare))
+        print(f"{name:15s} library/bare = {rows[-1][1]:.3f} (IQR {q[0]:.3f}-{q[2]:.3f}), bare {t_bare * 1e3:.1f} ms")
+    load_after = os.getloadavg()
+    lines = [
+        "# Overhead of the core calls over bare autograd",
+        "",
+        f"Generated by `python benchmarks/bench_overhead.py{' --quick' if args.quick else ''}`: MLP "
+        f"{'-'.join(map(str, sizes))} (tanh), batch {BATCH}, float32, CPU, torch {torch.__version__}, "
+        f"{args.threads} thread(s), {pairs} pairs per call, {platform.machine()}.",
+        f"Load average (1 min) {load[0]:.2f} before, {load_after[0]:.2f} after, on {os.cpu_count()} cores shared "
+        "with other jobs: only the paired ratios are meaningful, not the absolute times.",
+        "",
+        "| call | library / bare autograd (median of pairs) | interquartile range | bare time (ms) |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| `{n}` | {r:.3f} | {lo:.3f}-{hi:.3f} | {t * 1e3:.1f} |" for n, r, lo, hi, t in rows]
+    lines.append("")
+    if not args.quick:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
