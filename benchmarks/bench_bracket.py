@@ -1,645 +1,532 @@
-"""What does a Lie bracket cost? ``ib.lie_bracket`` side by side with the alternatives.
+"""What a Lie bracket [∇L_a, ∇L_b] = H_b ∇L_a − H_a ∇L_b costs: ibea_lib against the peers, in one run.
 
-    python benchmarks/bench_bracket.py                 # full run (about 5 minutes on 2 CPU cores)
-    python benchmarks/bench_bracket.py --quick         # smoke run (about 30 s)
-    python benchmarks/bench_bracket.py --device cuda   # the same on a GPU
-    python benchmarks/bench_bracket.py --sizes 784-1024-256-10 784-4096-1536-10   # scaling sizes
+    python benchmarks/bench_bracket.py                  # CPU, 2 threads -> results/cpu.json and cpu.md
+    python benchmarks/bench_bracket.py --quick          # tiny networks, a smoke run (seconds)
+    python benchmarks/bench_bracket.py --device cuda    # on a GPU -> results/cuda.json and cuda.md
 
-Everything is relative to the *baseline*: the two task gradients ∇L_a(θ), ∇L_b(θ) by
-``torch.autograd.grad``, for an MLP (tanh) with cross-entropy losses on two different random
-batches (task a, task b). The methods, all computing [∇L_a, ∇L_b] = H_b∇L_a − H_a∇L_b
-(or, for ``sequential_field``, the modified field of one step per task), are
+Methods (each computes the bracket of two cross-entropy tasks on two different batches, except
+``ib.sequential_field``, the sequential modified field of the two tasks):
 
-==================  ==================================================================
-``two_grads``       baseline: ∇L_a, ∇L_b (2 backward passes)
-``lie_bracket``     ``ib.lie_bracket``: ∇_θ(⟨∇L_b, sg(g_a)⟩ − ⟨∇L_a, sg(g_b)⟩), reverse-over-reverse
-``sequential_fld``  ``ib.sequential_field`` for two tasks (same single extra reverse pass)
-``jvp_hvp``         g_a = ∇L_a, then two forward-over-reverse HVPs ``torch.func.jvp(grad(L), θ, v)``
-``vmap_jvp``        both gradients and both HVPs as one ``torch.func.vmap`` over (batch, tangent)
-``finite_diff``     central differences, 6 gradients: H_b g_a ≈ (∇L_b(θ+εg_a) − ∇L_b(θ−εg_a))/(2ε)
-==================  ==================================================================
+* ``two_grads``: the baseline, ∇L_a and ∇L_b with ``torch.autograd.grad``;
+* ``ib.lie_bracket``: the library (the factored Gram path on MLPs, see ``ibea_lib.factored``;
+  the generic double backward elsewhere); ``ib.generic``: the library with the factored path off;
+* ``autograd``: bare reverse-over-reverse, ∇_θ(⟨∇L_b, sg(g_a)⟩ − ⟨∇L_a, sg(g_b)⟩);
+* ``func.vjp``: ``torch.func.vjp`` of ``torch.func.grad`` (the HVPs as vjps of the gradients);
+  ``func.jvp``: forward-over-reverse ``torch.func.jvp`` of ``torch.func.grad``;
+* ``pyhessian``, ``backpack``, ``curvlinops``: the HVPs of these libraries (``hessian_vector_product``
+  of PyHessian and of BackPACK's hessianfree module with the gradients passed in,
+  ``HessianLinearOperator @ v`` of curvlinops), skipped when the package is not installed;
+* ``finite_diff``: central differences of gradients (6 gradients), ε = ε_mach^(1/3)·max(‖θ‖,1)/‖v‖;
+* ``compiled``: ``torch.compile(fullgraph=True)`` of the ``func.vjp`` bracket (compile time excluded,
+  reported apart; only where ``--compile`` lists the problem).
 
-Timing interleaves the methods (round-robin, the order rotated every round, after a warm-up)
-and reports the median over rounds of the per-round ratio time(method) / time(two_grads), so
-slow phases of a shared machine hit all methods alike. Accuracy is measured against a float64
-bracket of the same network and batches. Memory: each (size, method) runs in a fresh
-subprocess that reports its peak resident memory (``ru_maxrss``) before and after the method;
-the growth is fitted against the parameter count d (a Hessian would need 4·d² bytes).
-Results go to ``benchmarks/results/<device>.json`` (and ``.md``) and are printed.
+Timing is *paired*: in every round each method runs right after a ``two_grads`` call, and the
+table gives the median over rounds of the per-pair ratio time(method)/time(two_grads), with its
+quartiles; a busy machine slows both calls of a pair alike. Accuracy: the relative error
+‖x − ref‖/‖ref‖ of each method in float32 and in float64 against the float64 bare-autograd bracket
+(the float64 column of ``autograd`` is the reference itself). Memory: the peak resident memory
+during one call above the memory before it (Linux, ``/proc/self/clear_refs``, glibc told to give
+large blocks back at once), divided by the number of parameters: bytes per parameter (a float32
+vector is 4); on CUDA ``torch.cuda.max_memory_allocated``.
 """
 
+from __future__ import annotations
+
 import argparse
-import copy
+import contextlib
+import ctypes
+import gc
 import json
 import math
+import os
 import pathlib
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
-from torch.func import functional_call
+from torch import nn
 
-import ibea_lib as ib
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-HERE = pathlib.Path(__file__).resolve().parent
-MAIN_SIZES = (784, 1024, 256, 10)
-SCALING_SIZES = (
-    (784, 12, 12, 10),
-    (784, 128, 64, 10),
-    (784, 1024, 256, 10),
-    (784, 2048, 768, 10),
-    (784, 4096, 1536, 10),
-)
-QUICK_MAIN_SIZES = (784, 256, 64, 10)
-MEMORY_SIZES = ((784, 256, 64, 10), (784, 1024, 256, 10), (784, 2048, 768, 10), (784, 4096, 1536, 10))
-QUICK_MEMORY_SIZES = ((784, 64, 32, 10), (784, 256, 64, 10))
-MEMORY_METHODS = ("two_grads", "lie_bracket", "sequential_fld", "jvp_hvp", "finite_diff")
-LR = 0.1  # learning rate of the sequential field (does not change its cost)
+import ibea_lib as ib  # noqa: E402
+from ibea_lib import factored  # noqa: E402
 
-Params = dict[str, Tensor]
+CE = nn.functional.cross_entropy
 
 
-# ----------------------------------------------------------------------------- problem
+# -- problems -------------------------------------------------------------------------------------
+class Block(nn.Module):
+    """A transformer encoder block (no dropout) and a linear head on the mean over the sequence."""
+
+    def __init__(self, width=128, heads=4, ff=512, classes=10):
+        super().__init__()
+        self.block = nn.TransformerEncoderLayer(width, heads, ff, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        return self.head(self.block(x).mean(1))
+
+
+def build_model(kind: str, spec, seed: int = 0) -> nn.Module:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        if kind == "mlp":
+            return ib.models.mlp(list(spec), seed=seed)
+        if kind == "cnn":
+            c1, c2, length = spec
+            return nn.Sequential(nn.Conv1d(1, c1, 5, padding=2), nn.Tanh(), nn.Conv1d(c1, c2, 5, padding=2),
+                                 nn.Tanh(), nn.Flatten(), nn.Linear(c2 * length, 10))
+        if kind == "transformer":
+            width, heads, ff, _ = spec
+            return Block(width, heads, ff).eval()
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def input_shape(kind: str, spec) -> tuple:
+    if kind == "mlp":
+        return (spec[0],)
+    if kind == "cnn":
+        return (1, spec[2])
+    return (spec[3], spec[0])  # (sequence, width)
 
 
 @dataclass
 class Problem:
-    """An MLP, its parameters and two task losses on two different random batches."""
-
-    model: torch.nn.Module
-    params: Params
-    loss_a: Callable[[Params], Tensor]
-    loss_b: Callable[[Params], Tensor]
-    inputs: Tensor  # shape (2, batch, in): the batches of task a and task b
-    targets: Tensor  # shape (2, batch)
-    criterion: Callable[[Tensor, Tensor], Tensor] = field(default=torch.nn.functional.cross_entropy)
+    name: str
+    kind: str
+    model: nn.Module
+    params: dict
+    inputs: tuple
+    targets: tuple
+    d: int = 0
+    la: object = None
+    lb: object = None
+    extra: dict = field(default_factory=dict)
 
     @property
-    def d(self) -> int:
-        return sum(p.numel() for p in self.params.values())
-
-    def batched_loss(self, params: Params, x: Tensor, y: Tensor) -> Tensor:
-        """The loss of one batch as a function of (params, data), for ``torch.func.vmap``."""
-        return self.criterion(functional_call(self.model, params, (x,)), y)
+    def dtype(self):
+        return next(iter(self.params.values())).dtype
 
 
-def parse_sizes(text: str) -> tuple[int, ...]:
-    """'784-1024-256-10' -> (784, 1024, 256, 10)."""
-    try:
-        sizes = tuple(int(s) for s in text.split("-"))
-    except ValueError:
-        raise ValueError(f"sizes must look like 784-1024-256-10, got {text!r}") from None
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"sizes needs at least an input and an output size >= 1, got {text!r}")
-    return sizes
-
-
-def count_mlp_params(sizes: Sequence[int]) -> int:
-    """Weights and biases of the MLP ``sizes[0] → … → sizes[-1]``."""
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-
-
-def make_problem(
-    sizes: Sequence[int] = MAIN_SIZES,
-    batch: int = 256,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-) -> Problem:
-    """A seeded tanh MLP and two cross-entropy task losses on two random batches (Gaussian inputs)."""
-    model = ib.models.mlp(sizes, "tanh", seed=seed, dtype=dtype, device=device)
+def make_problem(name, kind, spec, batch, *, dtype=torch.float32, device="cpu", seed=0) -> Problem:
+    model = build_model(kind, spec, seed).to(dtype=dtype, device=device)
     gen = torch.Generator().manual_seed(seed + 1)
-    inputs = torch.randn(2, batch, sizes[0], generator=gen, dtype=dtype).to(device)
-    targets = torch.randint(0, sizes[-1], (2, batch), generator=gen).to(device)
-    crit = torch.nn.functional.cross_entropy
-    return Problem(
-        model=model,
-        params=ib.params_of(model),
-        loss_a=ib.model_loss(model, crit, inputs[0], targets[0]),
-        loss_b=ib.model_loss(model, crit, inputs[1], targets[1]),
-        inputs=inputs,
-        targets=targets,
-    )
+    xs = tuple(torch.randn(batch, *input_shape(kind, spec), generator=gen).to(dtype=dtype, device=device)
+               for _ in range(2))
+    ys = tuple(torch.randint(0, 10, (batch,), generator=gen).to(device) for _ in range(2))
+    params = ib.params_of(model)
+    p = Problem(name, kind, model, params, xs, ys, d=sum(t.numel() for t in params.values()))
+    p.la, p.lb = (ib.model_loss(model, CE, x, y) for x, y in zip(xs, ys))
+    return p
 
 
-def to_dtype(problem: Problem, dtype: torch.dtype) -> Problem:
-    """The same network, weights and batches in another dtype (for a float64 reference)."""
-    model = copy.deepcopy(problem.model).to(dtype)
-    inputs = problem.inputs.to(dtype)
-    crit = problem.criterion
-    return Problem(
-        model=model,
-        params={k: v.to(dtype) for k, v in problem.params.items()},
-        loss_a=ib.model_loss(model, crit, inputs[0], problem.targets[0]),
-        loss_b=ib.model_loss(model, crit, inputs[1], problem.targets[1]),
-        inputs=inputs,
-        targets=problem.targets,
-    )
+def kernel(problem):
+    """The SDPA math kernel for attention (the only one with a double backward on every device)."""
+    if problem.kind == "transformer":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
 
 
-# ----------------------------------------------------------------------------- methods
+# -- methods (each returns the bracket as one flat vector, or None for the baseline) ---------------
+def _flat(tensors):
+    return torch.cat([t.reshape(-1) for t in tensors])
 
 
-def _leaves(params: Params) -> Params:
-    return {k: v.detach().requires_grad_(True) for k, v in params.items()}
+def _leaves(p):
+    return {k: t.detach().requires_grad_(True) for k, t in p.params.items()}
 
 
-def _autograd(loss: Callable[[Params], Tensor], params: Params) -> Params:
-    """∇L(θ) by one ``torch.autograd.grad`` call."""
-    leaves = _leaves(params)
-    return dict(zip(leaves, torch.autograd.grad(loss(leaves), list(leaves.values())), strict=True))
+def two_grads(p):
+    q = _leaves(p)
+    xs = list(q.values())
+    torch.autograd.grad(p.la(q), xs)
+    torch.autograd.grad(p.lb(q), xs)
 
 
-def two_grads(p: Problem) -> tuple[Params, Params]:
-    """Baseline: the two task gradients (∇L_a, ∇L_b), plain autograd."""
-    return _autograd(p.loss_a, p.params), _autograd(p.loss_b, p.params)
+def ib_lie_bracket(p):
+    return ib.flatten(ib.lie_bracket(p.la, p.lb, p.params))
 
 
-def lie_bracket(p: Problem) -> Params:
-    """``ib.lie_bracket``: one reverse-over-reverse pass on top of the two gradients."""
-    return ib.lie_bracket(p.loss_a, p.loss_b, p.params)
+def ib_generic(p):
+    with factored.disabled():
+        return ib.flatten(ib.lie_bracket(p.la, p.lb, p.params))
 
 
-def sequential_fld(p: Problem, lr: float = LR) -> Params:
-    """``ib.sequential_field`` for the two tasks (a then b)."""
-    return ib.sequential_field([p.loss_a, p.loss_b], p.params, lr)
+def ib_sequential_field(p):
+    return ib.flatten(ib.sequential_field([p.la, p.lb], p.params, 0.1))
 
 
-def jvp_hvp(p: Problem) -> Params:
-    """Forward-over-reverse: g_a = ∇L_a; (g_b, H_b g_a) = jvp(∇L_b, θ, g_a); H_a g_b = jvp(∇L_a, θ, g_b)."""
-    grad_a, grad_b = torch.func.grad(p.loss_a), torch.func.grad(p.loss_b)
-    ga = grad_a(p.params)
-    gb, hb_ga = torch.func.jvp(grad_b, (p.params,), (ga,))
-    _, ha_gb = torch.func.jvp(grad_a, (p.params,), (gb,))
-    return {k: hb_ga[k] - ha_gb[k] for k in p.params}
+def autograd_bracket(p):
+    q = _leaves(p)
+    xs = list(q.values())
+    ga = torch.autograd.grad(p.la(q), xs, create_graph=True)
+    gb = torch.autograd.grad(p.lb(q), xs, create_graph=True)
+    s = sum((b * a.detach()).sum() - (a * b.detach()).sum() for a, b in zip(ga, gb))
+    return _flat(torch.autograd.grad(s, xs))
 
 
-def vmap_jvp(p: Problem) -> Params:
-    """Both gradients in one vmapped ``grad``, then both HVPs in one vmapped ``jvp`` over (batch, tangent)."""
-    grad_fn = torch.func.grad(p.batched_loss)  # (params, x, y) -> ∇ of that batch's loss
-    gs = torch.func.vmap(grad_fn, in_dims=(None, 0, 0))(p.params, p.inputs, p.targets)  # [g_a, g_b]
+def _func_losses(p):
+    from torch.func import functional_call
 
-    def hvp(x: Tensor, y: Tensor, tangent: Params) -> Params:
-        return torch.func.jvp(lambda q: grad_fn(q, x, y), (p.params,), (tangent,))[1]
+    def make(x, y):
+        return lambda q: CE(functional_call(p.model, q, (x,)), y)
 
-    swap = torch.tensor([1, 0], device=p.inputs.device)  # pair batch b with g_a, batch a with g_b
-    hv = torch.func.vmap(hvp)(p.inputs[swap], p.targets[swap], gs)  # [H_b g_a, H_a g_b]
-    return {k: hv[k][0] - hv[k][1] for k in p.params}
+    return [make(x, y) for x, y in zip(p.inputs, p.targets)]
 
 
-def fd_epsilon(params: Params, v: Params, scale: float = 1.0) -> float:
-    """Step ε of a central difference along v: ε = scale · ε_mach^(1/3) · max(‖θ‖, 1) / ‖v‖.
-
-    The truncation error of a central difference is O(ε²) and the rounding error
-    O(ε_mach · ‖θ‖ / ε) (θ + εv is rounded), so the best relative step is about ε_mach^(1/3)
-    of ‖θ‖: about 5e-3 in float32 and 6e-6 in float64.
-    """
-    dtype = next(iter(params.values())).dtype
-    vnorm = float(ib.norm(v))
-    if vnorm == 0:
-        raise ValueError("the direction v is zero; a finite difference along it is undefined")
-    return scale * torch.finfo(dtype).eps ** (1 / 3) * max(float(ib.norm(params)), 1.0) / vnorm
+def func_vjp(p, params=None):
+    fa, fb = _func_losses(p)
+    params = p.params if params is None else params
+    ga, vjp_a = torch.func.vjp(torch.func.grad(fa), params)
+    gb, vjp_b = torch.func.vjp(torch.func.grad(fb), params)
+    (hb_ga,), (ha_gb,) = vjp_b(ga), vjp_a(gb)
+    return _flat([hb_ga[k] - ha_gb[k] for k in params])
 
 
-def finite_diff(p: Problem, scale: float = 1.0) -> Params:
-    """Central differences of gradients (6 gradient evaluations, one per call of ``_autograd``).
-
-    H_b g_a ≈ (∇L_b(θ + ε_a g_a) − ∇L_b(θ − ε_a g_a)) / (2ε_a), and H_a g_b likewise.
-    """
-    ga, gb = two_grads(p)
-    ea, eb = fd_epsilon(p.params, ga, scale), fd_epsilon(p.params, gb, scale)
-    th = p.params
-    plus_a = _autograd(p.loss_b, {k: th[k] + ea * ga[k] for k in th})
-    minus_a = _autograd(p.loss_b, {k: th[k] - ea * ga[k] for k in th})
-    plus_b = _autograd(p.loss_a, {k: th[k] + eb * gb[k] for k in th})
-    minus_b = _autograd(p.loss_a, {k: th[k] - eb * gb[k] for k in th})
-    return {k: (plus_a[k] - minus_a[k]) / (2 * ea) - (plus_b[k] - minus_b[k]) / (2 * eb) for k in th}
+def func_jvp(p):
+    fa, fb = _func_losses(p)
+    ga, gb = torch.func.grad(fa)(p.params), torch.func.grad(fb)(p.params)
+    hb_ga = torch.func.jvp(torch.func.grad(fb), (p.params,), (ga,))[1]
+    ha_gb = torch.func.jvp(torch.func.grad(fa), (p.params,), (gb,))[1]
+    return _flat([hb_ga[k] - ha_gb[k] for k in p.params])
 
 
-METHODS: dict[str, Callable[[Problem], object]] = {
+def finite_diff(p):
+    """Central differences: H v ≈ (∇L(θ + εv) − ∇L(θ − εv)) / 2ε, with the rule's ε per direction."""
+    ga, gb = ib.grad(p.la, p.params), ib.grad(p.lb, p.params)
+    scale = max(float(ib.norm(p.params)), 1.0) * torch.finfo(p.dtype).eps ** (1 / 3)
+
+    def hv(loss, v):
+        eps = scale / float(ib.norm(v))
+        plus = ib.grad(loss, ib.add(p.params, v, alpha=eps))
+        minus = ib.grad(loss, ib.add(p.params, v, alpha=-eps))
+        return ib.scale(ib.sub(plus, minus), 1 / (2 * eps))
+
+    return ib.flatten(ib.sub(hv(p.lb, ga), hv(p.la, gb)))
+
+
+def pyhessian_bracket(p):
+    from pyhessian import hessian
+    from pyhessian.utils import hessian_vector_product
+
+    objs = []
+    for x, y in zip(p.inputs, p.targets):
+        for t in p.model.parameters():
+            t.grad = None  # PyHessian reads .grad: start each task from zero
+        objs.append(hessian(p.model, CE, data=(x, y), cuda=p.params[next(iter(p.params))].is_cuda))
+    ha, hb = objs
+    ga = [g.detach() for g in ha.gradsH]
+    gb = [g.detach() for g in hb.gradsH]
+    out = _flat([u - w for u, w in zip(hessian_vector_product(hb.gradsH, hb.params, ga),
+                                          hessian_vector_product(ha.gradsH, ha.params, gb))])
+    for t in p.model.parameters():
+        t.grad = None
+    return out
+
+
+def backpack_bracket(p):
+    from backpack.hessianfree.hvp import hessian_vector_product
+
+    params = list(p.model.parameters())
+    la = CE(p.model(p.inputs[0]), p.targets[0])
+    lb = CE(p.model(p.inputs[1]), p.targets[1])
+    ga = torch.autograd.grad(la, params, create_graph=True)
+    gb = torch.autograd.grad(lb, params, create_graph=True)
+    hb_ga = hessian_vector_product(lb, params, [g.detach() for g in ga], grad_params=gb)
+    ha_gb = hessian_vector_product(la, params, [g.detach() for g in gb], grad_params=ga)
+    return _flat([u - w for u, w in zip(hb_ga, ha_gb)])
+
+
+def curvlinops_bracket(p):
+    from curvlinops import HessianLinearOperator
+
+    params = list(p.model.parameters())
+    ops, grads = [], []
+    for x, y in zip(p.inputs, p.targets):
+        ops.append(HessianLinearOperator(p.model, nn.CrossEntropyLoss(), params, [(x, y)],
+                                         check_deterministic=False))
+        grads.append(_flat(torch.autograd.grad(CE(p.model(x), y), params)))
+    return ops[1] @ grads[0] - ops[0] @ grads[1]
+
+
+_COMPILED = {}
+
+
+def compiled(p):
+    key = id(p)
+    if key not in _COMPILED:
+        t0 = time.perf_counter()
+        fn = torch.compile(lambda q: func_vjp(p, q), fullgraph=True)
+        fn(p.params)
+        p.extra["compile_s"] = time.perf_counter() - t0
+        _COMPILED[key] = fn
+    return _COMPILED[key](p.params)
+
+
+METHODS = {
     "two_grads": two_grads,
-    "lie_bracket": lie_bracket,
-    "sequential_fld": sequential_fld,
-    "jvp_hvp": jvp_hvp,
-    "vmap_jvp": vmap_jvp,
+    "ib.lie_bracket": ib_lie_bracket,
+    "ib.sequential_field": ib_sequential_field,
+    "ib.generic": ib_generic,
+    "autograd": autograd_bracket,
+    "func.vjp": func_vjp,
+    "func.jvp": func_jvp,
+    "pyhessian": pyhessian_bracket,
+    "backpack": backpack_bracket,
+    "curvlinops": curvlinops_bracket,
     "finite_diff": finite_diff,
+    "compiled": compiled,
 }
-BRACKET_METHODS = ("lie_bracket", "jvp_hvp", "vmap_jvp", "finite_diff")
+PEERS = {"pyhessian": "pyhessian", "backpack": "backpack", "curvlinops": "curvlinops"}
+SCALING = ("two_grads", "ib.lie_bracket", "ib.sequential_field", "ib.generic", "autograd", "func.vjp")
 
 
-def sequential_reference(p: Problem, lr: float = LR) -> Params:
-    """−(g_a + g_b) − (h/2)(H_a g_a + H_b g_b) + (h/2)[∇L_a, ∇L_b] with separate ``ib.hvp`` calls."""
-    ga, gb = ib.grad(p.loss_a, p.params), ib.grad(p.loss_b, p.params)
-    ha_ga, hb_gb = ib.hvp(p.loss_a, p.params, ga), ib.hvp(p.loss_b, p.params, gb)
-    br = ib.lie_bracket(p.loss_a, p.loss_b, p.params)
-    return {k: -(ga[k] + gb[k]) - lr / 2 * (ha_ga[k] + hb_gb[k]) + lr / 2 * br[k] for k in p.params}
-
-
-def rel_error(x: Params, ref: Params) -> float:
-    """‖x − ref‖ / ‖ref‖ (computed in float64)."""
-    num = math.sqrt(sum(float(((x[k].double() - ref[k].double()) ** 2).sum()) for k in ref))
-    den = math.sqrt(sum(float((ref[k].double() ** 2).sum()) for k in ref))
-    return num / den
-
-
-# ----------------------------------------------------------------------------- timing
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_methods(
-    problem: Problem,
-    methods: Sequence[str] = tuple(METHODS),
-    rounds: int = 10,
-    warmup: int = 1,
-    baseline: str = "two_grads",
-) -> dict[str, dict[str, float]]:
-    """Interleaved timing: every round runs each method once (order rotated each round).
-
-    Returns, per method, the median and the minimum time (s), the median over rounds of the
-    per-round ratio time(method)/time(baseline) with its 25% and 75% quantiles, and the ratio
-    of the minimum times (``ratio_min``: the least disturbed runs, robust on a busy machine).
-    """
-    names = list(dict.fromkeys([baseline, *methods]))
-    unknown = [n for n in names if n not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
-    if rounds < 1 or warmup < 0:
-        raise ValueError(f"need rounds >= 1 and warmup >= 0, got rounds={rounds}, warmup={warmup}")
-    device = problem.inputs.device
-    for _ in range(warmup):
-        for n in names:
-            METHODS[n](problem)
-    _sync(device)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for n in order:
-            t0 = time.perf_counter()
-            METHODS[n](problem)
-            _sync(device)
-            times[n].append(time.perf_counter() - t0)
-    out = {}
-    for n in names:
-        ratios = [t / b for t, b in zip(times[n], times[baseline], strict=True)]
-        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
-        out[n] = {
-            "median_s": statistics.median(times[n]),
-            "min_s": min(times[n]),
-            "ratio_min": min(times[n]) / min(times[baseline]),
-            "ratio": statistics.median(ratios),
-            "ratio_q25": q[0],
-            "ratio_q75": q[2],
-        }
-    return out
-
-
-# ----------------------------------------------------------------------------- accuracy
-
-
-def accuracy(problem: Problem, fd_scales: Sequence[float] = (0.01, 0.1, 1.0, 10.0)) -> dict[str, object]:
-    """Relative errors of each bracket (in the problem's dtype) vs float64 and vs ``ib.lie_bracket``.
-
-    Also the sequential field vs an assembly from separate HVPs, and the finite-difference error
-    for several multiples of the default step (``fd_scales``; 1.0 is the default rule).
-    """
-    ref64 = lie_bracket(to_dtype(problem, torch.float64))
-    lib = lie_bracket(problem)
-    out: dict[str, object] = {"vs_float64": {}, "vs_lie_bracket": {}}
-    for n in BRACKET_METHODS:
-        value = lib if n == "lie_bracket" else METHODS[n](problem)
-        out["vs_float64"][n] = rel_error(value, ref64)
-        out["vs_lie_bracket"][n] = rel_error(value, lib)
-    out["sequential_fld_vs_hvps"] = rel_error(sequential_fld(problem), sequential_reference(problem))
-    out["fd_scan"] = {f"{s:g}": rel_error(finite_diff(problem, s), ref64) for s in fd_scales}
-    ga, _ = two_grads(problem)
-    out["fd_eps_a"] = fd_epsilon(problem.params, ga)
-    out["param_norm"] = float(ib.norm(problem.params))
-    return out
-
-
-# ----------------------------------------------------------------------------- memory
-
-
-def _proc_status_bytes(field: str) -> int | None:
-    """``VmRSS`` (current) or ``VmHWM`` (peak) resident memory from /proc/self/status, in bytes."""
+def available(name: str) -> bool:
+    if name not in PEERS:
+        return True
     try:
-        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (Linux: write 5 to /proc/self/clear_refs)."""
-    try:
-        pathlib.Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
+        __import__(PEERS[name])
+        return True
+    except Exception:  # not installed, or installed against another torch
         return False
-    return _proc_status_bytes("VmHWM") is not None
 
 
-def _max_rss_bytes() -> int:
-    """Peak resident memory of this process so far (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024
+# -- measurements ---------------------------------------------------------------------------------
+def _malloc_release():
+    """Make glibc return large freed blocks at once, so that resident memory tracks live tensors."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD: fixed, 64 KiB
+        libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
+    except OSError:
+        pass
 
 
-def memory_probe(
-    sizes: Sequence[int], method: str, batch: int = 256, device: str = "cpu", repeats: int = 2
-) -> dict[str, int]:
-    """Extra peak memory (bytes) of ``method`` on top of the problem itself, in this process.
-
-    On CUDA: ``torch.cuda.max_memory_allocated`` minus the memory allocated before the call.
-    On Linux: the peak-RSS counter is reset after the set-up, and the extra memory is the peak
-    during the calls minus the resident memory before them. Elsewhere: the growth of
-    ``ru_maxrss``, which only sees the method if it goes above the set-up's own peak. Freed
-    memory that the allocator keeps is reused, so run each measurement in a fresh process
-    (:func:`measure_memory` does).
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
-    problem = make_problem(sizes, batch, device=device)
-    dev = problem.inputs.device
-    problem.loss_a(problem.params)  # first forward pass: lazy allocations that are not the method's
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        before = torch.cuda.memory_allocated(dev)
-        for _ in range(repeats):
-            METHODS[method](problem)
-        torch.cuda.synchronize(dev)
-        return {"d": problem.d, "extra_bytes": torch.cuda.max_memory_allocated(dev) - before, "how": "cuda"}
-    if _reset_peak_rss():
-        before = _proc_status_bytes("VmRSS")
-        for _ in range(repeats):
-            METHODS[method](problem)
-        return {"d": problem.d, "extra_bytes": _proc_status_bytes("VmHWM") - before, "how": "VmHWM"}
-    before = _max_rss_bytes()
-    for _ in range(repeats):
-        METHODS[method](problem)
-    return {"d": problem.d, "extra_bytes": _max_rss_bytes() - before, "how": "ru_maxrss"}
+def _rss_kb(field_name: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field_name):
+                return int(line.split()[1])
+    return 0
 
 
-def measure_memory(
-    sizes_list: Sequence[Sequence[int]],
-    methods: Sequence[str] = MEMORY_METHODS,
-    batch: int = 256,
-    device: str = "cpu",
-    threads: int = 2,
-) -> dict[str, dict[str, object]]:
-    """Extra peak memory of each method for each network size, and a linear fit against d.
+def peak_memory(fn, p) -> tuple[object, float]:
+    """(result, extra peak bytes of one call)."""
+    gc.collect()
+    if p.params[next(iter(p.params))].is_cuda:
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        out = fn(p)
+        torch.cuda.synchronize()
+        return out, float(torch.cuda.max_memory_allocated() - base)
+    if not os.path.exists("/proc/self/clear_refs"):
+        return fn(p), float("nan")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _rss_kb("VmRSS:")
+    out = fn(p)
+    return out, 1024.0 * (_rss_kb("VmHWM:") - base)
 
-    Each CPU measurement runs in a fresh subprocess. The fit extra = a + b·d gives b in bytes per
-    parameter; ``vectors`` = b / bytes-per-float32 is the number of parameter-sized float32
-    vectors the method keeps alive at its peak (a Hessian would instead need d of them).
-    """
-    out: dict[str, dict[str, object]] = {}
-    for method in methods:
-        points = []
-        for sizes in sizes_list:
-            if torch.device(device).type == "cuda":
-                points.append(memory_probe(sizes, method, batch, device))
-                continue
-            cmd = [
-                sys.executable,
-                str(pathlib.Path(__file__).resolve()),
-                "--probe-memory",
-                "-".join(map(str, sizes)),
-                method,
-                "--batch",
-                str(batch),
-                "--threads",
-                str(threads),
-            ]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise RuntimeError(f"memory probe {sizes} {method} failed:\n{done.stderr[-2000:]}")
-            points.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        fit = linear_fit([p["d"] for p in points], [p["extra_bytes"] for p in points])
-        out[method] = {"points": points, **fit}
-        out[method]["vectors"] = out[method]["slope"] / 4
+
+def _sync(p):
+    if p.params[next(iter(p.params))].is_cuda:
+        torch.cuda.synchronize()
+
+
+def paired_times(p, names, rounds) -> dict:
+    """For every round and method: t(two_grads) then t(method); per-pair ratios."""
+    pairs = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            _sync(p)
+            t0 = time.perf_counter()
+            two_grads(p)
+            _sync(p)
+            t1 = time.perf_counter()
+            METHODS[n](p)
+            _sync(p)
+            t2 = time.perf_counter()
+            pairs[n].append((t1 - t0, t2 - t1))
+    out = {}
+    for n, ts in pairs.items():
+        ratios = sorted(m / b for b, m in ts)
+        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        out[n] = {"ratio": statistics.median(ratios), "ratio_q25": q[0], "ratio_q75": q[2],
+                  "median_s": statistics.median(m for _, m in ts),
+                  "base_s": statistics.median(b for b, _ in ts), "pairs": len(ts)}
     return out
 
 
-def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
-    """Least-squares line y = intercept + slope·x, with R²."""
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError("linear_fit needs two equally long sequences of at least 2 numbers")
-    n = len(x)
-    mx, my = sum(x) / n, sum(y) / n
-    sxx = sum((a - mx) ** 2 for a in x)
-    slope = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sxx
-    intercept = my - slope * mx
-    ss_res = sum((b - intercept - slope * a) ** 2 for a, b in zip(x, y, strict=True))
-    ss_tot = sum((b - my) ** 2 for b in y)
-    return {"slope": slope, "intercept": intercept, "r2": 1 - ss_res / ss_tot if ss_tot > 0 else 1.0}
+def _load():
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
-# ----------------------------------------------------------------------------- whole run
+def rel_error(x, ref) -> float:
+    return float((x.double() - ref.double()).norm() / ref.double().norm())
 
 
-def _rounds_for(problem: Problem, budget_s: float, n_methods: int, lo: int = 3, hi: int = 20) -> int:
-    """How many interleaved rounds fit in ``budget_s`` (a method costs about 3 baselines)."""
-    two_grads(problem)  # the first call is a warm-up
-    t0 = time.perf_counter()
-    two_grads(problem)
-    _sync(problem.inputs.device)
-    per_round = (time.perf_counter() - t0) * 3 * n_methods
-    return int(min(hi, max(lo, budget_s // max(per_round, 1e-9))))
-
-
-def run_benchmark(
-    *,
-    quick: bool = False,
-    threads: int = 2,
-    device: str = "cpu",
-    main_sizes: Sequence[int] | None = None,
-    scaling_sizes: Sequence[Sequence[int]] | None = None,
-    memory_sizes: Sequence[Sequence[int]] | None = None,
-    memory_methods: Sequence[str] | None = None,
-    batch: int = 256,
-    progress: bool = True,
-) -> dict[str, object]:
-    """The whole benchmark: main timing table, accuracy, scaling with d and memory growth."""
-    torch.set_num_threads(threads)
-    say = print if progress else (lambda *a, **k: None)
-    if main_sizes is None:
-        main_sizes = QUICK_MAIN_SIZES if quick else MAIN_SIZES
-    if scaling_sizes is None:
-        scaling_sizes = SCALING_SIZES[:2] if quick else SCALING_SIZES
-    if memory_sizes is None:
-        memory_sizes = QUICK_MEMORY_SIZES if quick else MEMORY_SIZES
-    started = time.time()
-    result: dict[str, object] = {
-        "config": {
-            "device": device,
-            "threads": threads,
-            "batch": batch,
-            "dtype": "float32",
-            "quick": quick,
-            "main_sizes": list(main_sizes),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "processor": platform.processor() or platform.machine(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "load_average_start": list(_loadavg()),
-        }
-    }
-    problem = make_problem(main_sizes, batch, device=device)
-    result["config"]["main_params"] = problem.d
-    rounds = 5 if quick else 20
-    say(f"[1/4] timing all methods on {'-'.join(map(str, main_sizes))} (d = {problem.d:,}), {rounds} rounds")
-    result["main"] = time_methods(problem, tuple(METHODS), rounds=rounds, warmup=1)
-    say("[2/4] accuracy against a float64 bracket")
-    result["accuracy"] = accuracy(problem, (1.0,) if quick else (0.01, 0.1, 1.0, 10.0, 100.0))
-    scaling_methods = ("lie_bracket", "sequential_fld", "jvp_hvp", "finite_diff")
-    result["scaling"] = []
-    for sizes in scaling_sizes:
-        p = make_problem(sizes, batch, device=device)
-        r = _rounds_for(
-            p, 4.0 if quick else 25.0, len(scaling_methods) + 1, lo=3 if quick else 5, hi=5 if quick else 15
-        )
-        say(f"[3/4] scaling: {'-'.join(map(str, sizes))} (d = {p.d:,}), {r} rounds")
-        timing = time_methods(p, scaling_methods, rounds=r, warmup=1)
-        result["scaling"].append({"sizes": list(sizes), "d": p.d, "rounds": r, "timing": timing})
-        del p
-    if memory_methods is None:
-        memory_methods = ("lie_bracket",) if quick else MEMORY_METHODS
-    say(f"[4/4] memory: {len(memory_sizes)} sizes x {len(memory_methods)} methods, fresh processes")
-    result["memory"] = measure_memory(memory_sizes, memory_methods, batch, device, threads)
-    result["config"]["load_average_end"] = list(_loadavg())
-    result["config"]["seconds"] = round(time.time() - started, 1)
+def run_problem(name, kind, spec, batch, names, rounds, *, device, with_accuracy=True, log=print):
+    names = [n for n in names if available(n)]
+    load0 = _load()
+    p32 = make_problem(name, kind, spec, batch, device=device)
+    result = {"name": name, "kind": kind, "spec": list(spec), "batch": batch, "d": p32.d,
+              "factored": factored.applies([p32.la, p32.lb], p32.params)}
+    with kernel(p32):
+        outs, memory = {}, {}
+        for n in names:
+            outs[n] = METHODS[n](p32)  # warm-up (and the compile of `compiled`); its result is kept
+            _, extra = peak_memory(METHODS[n], p32)
+            memory[n] = extra / p32.d
+        if with_accuracy:
+            p64 = make_problem(name, kind, spec, batch, dtype=torch.float64, device=device)
+            ref = autograd_bracket(p64)
+            with factored.disabled():
+                ref_seq = ib.flatten(ib.sequential_field([p64.la, p64.lb], p64.params, 0.1))
+            acc = {}
+            for n in names:
+                if n == "two_grads":
+                    continue
+                r = ref_seq if n == "ib.sequential_field" else ref
+                out64 = None if n in ("autograd", "compiled") else METHODS[n](p64)
+                acc[n] = {"float32": rel_error(outs[n], r),
+                          "float64": None if out64 is None else rel_error(out64, r)}
+            result["accuracy"] = acc
+            del p64
+        log(f"  {name}: d = {p32.d:,}, timing {len(names)} methods x {rounds} rounds")
+        result["timing"] = paired_times(p32, names, rounds)
+    result["bytes_per_param"] = memory
+    result["load_average"] = [load0, _load()]
+    if "compile_s" in p32.extra:
+        result["compile_s"] = p32.extra["compile_s"]
     return result
 
 
-def _loadavg() -> tuple[float, float, float]:
-    try:
-        return tuple(round(x, 2) for x in __import__("os").getloadavg())
-    except OSError:
-        return (float("nan"),) * 3
+# -- the run and the report -----------------------------------------------------------------------
+FULL = [  # name, kind, spec, batch, methods, rounds, accuracy
+    ("MLP 1M", "mlp", (784, 1024, 256, 10), 256, tuple(METHODS), 7, True),
+    ("MLP 3M", "mlp", (784, 2048, 768, 10), 256, SCALING, 5, True),
+    ("MLP 10M", "mlp", (784, 4096, 1536, 10), 256, SCALING, 3, False),
+    ("CNN 1-D", "cnn", (32, 64, 128), 256, tuple(n for n in METHODS if n != "compiled"), 5, True),
+    ("transformer", "transformer", (128, 4, 512, 32), 64, tuple(n for n in METHODS if n != "compiled"), 5,
+     True),
+]
+QUICK = [
+    ("MLP tiny", "mlp", (20, 32, 16, 10), 32, tuple(n for n in METHODS if n != "compiled"), 3, True),
+    ("CNN tiny", "cnn", (4, 4, 16), 16, ("two_grads", "ib.lie_bracket", "autograd", "finite_diff"), 2,
+     True),
+    ("transformer tiny", "transformer", (16, 2, 32, 4), 8, ("two_grads", "ib.lie_bracket", "func.vjp"), 2,
+     True),
+]
 
 
-# ----------------------------------------------------------------------------- report
+def run(problems, *, device="cpu", threads=2, compile_on=("MLP 1M",), log=print) -> dict:
+    torch.set_num_threads(threads)
+    _malloc_release()
+    t0 = time.time()
+    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    config = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
+              "device": device, "threads": threads, "machine": platform.machine(),
+              "load_average_start": [round(x, 2) for x in load0] if load0 else None,
+              "peers": {n: available(n) for n in PEERS}}
+    results = []
+    for name, kind, spec, batch, names, rounds, acc in problems:
+        names = [n for n in names if n != "compiled" or name in compile_on]
+        results.append(run_problem(name, kind, spec, batch, list(names), rounds, device=device,
+                                   with_accuracy=acc, log=log))
+    load1 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    config["load_average_end"] = [round(x, 2) for x in load1] if load1 else None
+    config["seconds"] = round(time.time() - t0, 1)
+    return {"config": config, "problems": results}
 
 
-def report(result: dict[str, object]) -> str:
-    """The results as markdown tables."""
-    c = result["config"]
-    lines = [
-        f"# Lie bracket cost ({c['device']}, {c['threads']} threads, {c['dtype']}, batch {c['batch']})",
-        "",
-        f"{c['date']}, torch {c['torch']}, {c['processor']}; load average {c['load_average_start']} "
-        f"at the start, {c.get('load_average_end')} at the end; {c.get('seconds')} s.",
-        "",
-        f"## Main network {'-'.join(map(str, c['main_sizes']))} (d = {c['main_params']:,})",
-        "",
-        "| method | median time (ms) | ratio to two gradients (median) | quartiles | ratio of fastest runs "
-        "| rel. error vs float64 | rel. error vs ib.lie_bracket |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
-    ]
-    acc = result["accuracy"]
-    for n, t in result["main"].items():
-        e64 = acc["vs_float64"].get(n)
-        elib = acc["vs_lie_bracket"].get(n)
-        lines.append(
-            f"| {n} | {1e3 * t['median_s']:.1f} | {t['ratio']:.2f} "
-            f"| {t['ratio_q25']:.2f}–{t['ratio_q75']:.2f} | {t['ratio_min']:.2f} "
-            f"| {'' if e64 is None else f'{e64:.1e}'} | {'' if elib is None else f'{elib:.1e}'} |"
-        )
-    lines += [
-        "",
-        f"sequential_fld vs assembly from separate HVPs: rel. error {acc['sequential_fld_vs_hvps']:.1e}.",
-        f"Finite differences, ‖θ‖ = {acc['param_norm']:.3g}, ε_a = {acc['fd_eps_a']:.3g}; "
-        "rel. error vs float64 for multiples of the default step: "
-        + ", ".join(f"×{s}: {e:.1e}" for s, e in acc["fd_scan"].items()),
-        "",
-        "## Scaling with the number of parameters (ratio to two gradients: median, fastest runs)",
-        "",
-        "| network | d | two grads (ms) | " + " | ".join(result["scaling"][0]["timing"]) + " |",
-        "| --- | ---: | ---: |" + " ---: |" * len(result["scaling"][0]["timing"]),
-    ]
-    for s in result["scaling"]:
-        t = s["timing"]
-        lines.append(
-            f"| {'-'.join(map(str, s['sizes']))} | {s['d']:,} | {1e3 * t['two_grads']['median_s']:.1f} | "
-            + " | ".join(f"{v['ratio']:.2f}, {v['ratio_min']:.2f}" for v in t.values())
-            + " |"
-        )
-    lines += [
-        "",
-        "## Extra peak memory (MB) and linear fit against d",
-        "",
-        "| method | "
-        + " | ".join(f"d = {p['d']:,}" for p in next(iter(result["memory"].values()))["points"])
-        + " | bytes / parameter | float32 vectors | R² |",
-        "| --- |" + " ---: |" * (len(next(iter(result["memory"].values()))["points"]) + 3),
-    ]
-    for n, m in result["memory"].items():
-        lines.append(
-            f"| {n} | "
-            + " | ".join(f"{p['extra_bytes'] / 1e6:.0f}" for p in m["points"])
-            + f" | {m['slope']:.1f} | {m['vectors']:.1f} | {m['r2']:.3f} |"
-        )
-    d = c["main_params"]
-    lines += ["", f"(A dense float32 Hessian of the main network would take {4 * d * d / 1e12:.1f} TB.)", ""]
+def _fmt(x, spec=".1e"):
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def report(res: dict) -> str:
+    c = res["config"]
+    runs = c.get("partial_runs")
+    dates = sorted(r["date"] for r in runs or [])
+    when = (f"{len(runs)} runs, {dates[0]} to {dates[-1]} (one per problem)" if runs
+            else f"{c['date']}, {c['seconds']} s")
+    threads = f"{c['threads']} thread" + ("s" if c["threads"] > 1 else "")
+    lines = [f"# Lie bracket cost ({c['device']}, {threads}, float32)", "",
+             f"{when}; torch {c['torch']}, {c['machine']}. Peers installed: "
+             + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in c["peers"].items()) + ".", "",
+             "1-minute load averages are given per problem: a load above the number of cores means a "
+             "shared machine, whose absolute times are inflated; the paired ratios are the numbers to read.",
+             ""]
+    lines += ["Ratios: median over rounds of time(method) / time(two task gradients) measured right before "
+             "it (paired), quartiles in brackets. Errors: relative to the float64 bare-autograd bracket "
+             "(`ib.sequential_field` against the float64 generic field). Memory: extra peak bytes per "
+             "parameter during one call (4 = one float32 vector).", ""]
+    for r in res["problems"]:
+        load = r.get("load_average")
+        lines += [f"## {r['name']} (d = {r['d']:,}, batch {r['batch']}"
+                  + (", factored path" if r["factored"] else "") + ")", "",
+                  f"1-minute load average {load[0]} before, {load[1]} after." if load else "", "",
+                  "| method | ratio to two gradients | quartiles | median time (ms) | float32 error | "
+                  "float64 error | bytes / parameter |", "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+        acc = r.get("accuracy", {})
+        for n, t in r["timing"].items():
+            a = acc.get(n, {})
+            e64 = "reference" if n == "autograd" and acc else _fmt(a.get("float64"))
+            lines.append(f"| {n} | {t['ratio']:.2f} | {t['ratio_q25']:.2f}–{t['ratio_q75']:.2f} | "
+                         f"{1e3 * t['median_s']:.1f} | {_fmt(a.get('float32'))} | {e64} | "
+                         f"{_fmt(r['bytes_per_param'].get(n), '.1f')} |")
+        if "compile_s" in r:
+            lines.append(f"\n`compiled`: compile time {r['compile_s']:.0f} s (not in the ratio).")
+        lines.append("")
+    mlps = [r for r in res["problems"] if r["kind"] == "mlp"]
+    if len(mlps) > 1:
+        lines += ["## Scaling (MLPs)", "", "| network | d | " + " | ".join(SCALING[1:]) + " |",
+                  "| --- | ---: |" + " ---: |" * (len(SCALING) - 1)]
+        for r in mlps:
+            lines.append(f"| {'-'.join(map(str, r['spec']))} | {r['d']:,} | " + " | ".join(
+                _fmt(r["timing"].get(n, {}).get("ratio"), ".2f") for n in SCALING[1:]) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, object] | None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (about 30 s)")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--batch", type=int, default=256, help="batch size of each task (default 256)")
-    parser.add_argument(
-        "--main", default=None, help="main network (default 784-1024-256-10; with --quick 784-256-64-10)"
-    )
-    parser.add_argument("--sizes", nargs="+", default=None, help="networks of the scaling table")
-    parser.add_argument("--memory-sizes", nargs="+", default=None, help="networks of the memory fit")
-    parser.add_argument("--memory-methods", nargs="+", default=None, help="methods of the memory fit")
-    parser.add_argument("--out", default=None, help="output JSON (default benchmarks/results/<device>.json)")
-    parser.add_argument("--probe-memory", nargs=2, metavar=("SIZES", "METHOD"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.probe_memory:
-        print(json.dumps(memory_probe(parse_sizes(args.probe_memory[0]), args.probe_memory[1], args.batch)))
-        return None
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("--device cuda was asked for but torch.cuda.is_available() is False")
-    result = run_benchmark(
-        quick=args.quick,
-        threads=args.threads,
-        device=args.device,
-        main_sizes=None if args.main is None else parse_sizes(args.main),
-        scaling_sizes=None if args.sizes is None else [parse_sizes(s) for s in args.sizes],
-        memory_sizes=None if args.memory_sizes is None else [parse_sizes(s) for s in args.memory_sizes],
-        memory_methods=args.memory_methods,
-        batch=args.batch,
-    )
-    text = report(result)
-    print("\n" + text)
-    name = torch.device(args.device).type + ("_quick" if args.quick else "")
-    out = pathlib.Path(args.out) if args.out else HERE / "results" / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(text)
-    print(f"written: {out} and {out.with_suffix('.md')}")
-    return result
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny networks (a smoke run)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", nargs="*", help="names of the problems to run (e.g. 'MLP 1M')")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args(argv)
+    problems = QUICK if args.quick else FULL
+    if args.only:
+        problems = [p for p in problems if p[0] in args.only]
+    res = run(problems, device=args.device, threads=args.threads, log=lambda s: print(s, flush=True))
+    text = report(res)
+    print(text)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = torch.device(args.device).type + ("_quick" if args.quick else "")
+    path = out / f"{stem}.json"
+    if args.only and path.exists():  # a partial run replaces its problems in the stored results
+        old = json.loads(path.read_text())
+        mine = {r["name"] for r in res["problems"]}
+        res["problems"] = [r for r in old["problems"] if r["name"] not in mine] + res["problems"]
+        order = [p[0] for p in (QUICK if args.quick else FULL)]
+        res["problems"].sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+        runs = old["config"].pop("partial_runs", None) or [old["config"]]
+        res["config"]["partial_runs"] = runs + [dict(res["config"])]
+        text = report(res)
+    path.write_text(json.dumps(res, indent=1))
+    (out / f"{stem}.md").write_text(text + "\n")
+    return res
 
 
 if __name__ == "__main__":

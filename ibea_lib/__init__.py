@@ -3,31 +3,34 @@
 A *loss* is a callable ``loss(params) -> 0-dim tensor``; ``params`` is a tensor or a dict of
 tensors, and every vector returned has the same structure, device and dtype. The main calls:
 
-==========================================  ====================================================
-``grad(L, θ)``, ``hvp(L, θ, v)``             ∇L and ∇²L·v
-``sharpness(L, θ)``                          λ_max(∇²L), by power iteration on HVPs
-``lie_bracket(La, Lb, θ)``                   [∇La, ∇Lb] = H_b ∇La − H_a ∇Lb
-``alignment``, ``cosine``                    ⟨∇La, ∇Lb⟩ and its normalized version
-``modified_loss(L, θ, lr)``                  L + (h/4)‖∇L‖²  (differentiable)
-``multitask_terms(Ls, θ, lr)``               loss, flatness, conflict and modified loss
-``gd_field``, ``multitask_field``,           modified vector fields of GD, of GD on Σ L_i,
-``sequential_field``                         and of one step per task in a fixed order
-``order_averaged_field``, ``bracket_sum``    the field without brackets, and Σ_{i<j} [∇L_i, ∇L_j]
-``conflict_free_loss``, ``sgd_modified_loss``  explicit regularizers (differentiable)
-``bracket_correction``, ``pcgrad``           corrections of a sweep and of conflicting gradients
-``gd_step``, ``sequential_steps``            the discrete updates (one step; one step per task)
-``flow``, ``flow_path``                      reference RK4 flow (end point; all states)
-``local_errors``, ``fit_order``              local errors of an update against a flow; their order
-``value_and_grad``, ``gradient_terms``,      the pipeline every call above is built on
-``hessian_terms``
-``model_loss``, ``params_of``, ``load_params``  losses of ``nn.Module``\\s and their parameters
-``accumulate_grad``                          a direction into ``.grad``, for ``torch.optim`` loops
-==========================================  ====================================================
+================================================  ==================================================
+``grad(L, θ)``, ``hvp(L, θ, v)``                  ∇L and ∇²L·v
+``sharpness(L, θ)``                               λ_max(∇²L), by power iteration on HVPs
+``lie_bracket(La, Lb, θ)``                        [∇La, ∇Lb] = H_b ∇La − H_a ∇Lb
+``alignment``, ``cosine``                         ⟨∇La, ∇Lb⟩ and its normalized version
+``modified_loss(L, θ, lr)``                       L + (h/4)‖∇L‖²  (differentiable)
+``multitask_terms(Ls, θ, lr)``                    loss, flatness, conflict and modified loss
+``gd_field``, ``multitask_field``                 modified fields of GD and of GD on Σ L_i
+``sequential_field``                              modified field of one step per task, in order
+``order_averaged_field``, ``bracket_sum``         the field without brackets; Σ_{i<j} [∇L_i, ∇L_j]
+``conflict_free_loss``, ``sgd_modified_loss``     explicit regularizers (differentiable)
+``bracket_correction``, ``pcgrad``                corrections of a sweep, of conflicting gradients
+``gd_step``, ``sequential_steps``                 the updates: one step; one step per task
+``flow``, ``flow_path``                           reference RK4 flow: end point; all states
+``local_errors``, ``fit_order``                   local errors against a flow; their order
+``value_and_grad``, ``gradient_terms``            the pipeline every call above is built on ...
+``hessian_terms``                                 ... (Σ_k H_k u_k in one extra reverse pass)
+``model_loss``, ``params_of``, ``load_params``    losses of modules, and their parameters
+``accumulate_grad``                               a direction into ``.grad`` (``torch.optim`` loops)
+================================================  ==================================================
 
 Submodules: ``autodiff`` (the pipeline, module losses), ``bea`` (modified losses and fields,
 brackets), ``regularizers`` (explicit regularizers and corrections), ``integrate`` (updates,
 flows, order fits), ``optim`` (training loops with ``torch.optim``), ``pytree``, ``data``,
-``models``.
+``models``, ``dataloss`` (:func:`data_loss`: a loss over a whole data set, computed in passes over
+its batches), ``distributed`` (the all-reduce over ``torch.distributed`` ranks; ``shard``) and
+``factored`` (the Gram-matrix bracket for MLPs, used automatically by :func:`lie_bracket`,
+:func:`sequential_field` and :func:`bracket_sum`).
 
 Conventions (the same in every function):
 
@@ -60,7 +63,19 @@ may change with the chapters. It is imported on first use (``ib.book`` or
 ``import ibea_lib.book``), so ``import ibea_lib`` does not load matplotlib.
 """
 
-from . import autodiff, bea, data, integrate, models, optim, pytree, regularizers
+from . import (
+    autodiff,
+    bea,
+    data,
+    dataloss,
+    distributed,
+    factored,
+    integrate,
+    models,
+    optim,
+    pytree,
+    regularizers,
+)
 from .autodiff import (
     Loss,
     ModelLoss,
@@ -87,6 +102,7 @@ from .bea import (
     order_averaged_field,
     sequential_field,
 )
+from .dataloss import DataLoss, data_loss
 from .integrate import (
     fit_order,
     flow,
@@ -110,6 +126,11 @@ from .regularizers import (
 __version__ = "0.2.0"
 
 __all__ = [
+    "DataLoss",
+    "data_loss",
+    "dataloss",
+    "distributed",
+    "factored",
     # submodules
     "autodiff",
     "bea",

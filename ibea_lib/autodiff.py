@@ -60,14 +60,14 @@ class ModelLoss:
     """The loss ``params -> criterion(model(inputs; params), targets)`` (made by :func:`model_loss`).
 
     ``params`` is a dict ``{name: tensor}`` of some or all of the model's parameters (the others,
-    and the buffers, are the model's own); it is applied with :func:`torch.func.functional_call`.
+    and the buffers, are the model's own); it is applied with ``torch.func.functional_call``.
     A call is a deterministic function of ``params`` and never changes the model:
 
     * **mode**: the model is used in the mode it is in (``model.train()`` / ``model.eval()``);
     * **buffers**: in train mode every buffer is replaced by a copy for the call, so BatchNorm uses
       the batch statistics and its ``running_mean``, ``running_var`` and ``num_batches_tracked``
       stay bit-identical;
-    * **randomness**: the call runs in :func:`torch.random.fork_rng`, so the global RNG never
+    * **randomness**: the call runs in ``torch.random.fork_rng``, so the global RNG never
       advances. A model that draws random numbers (Dropout in train mode, attention dropout)
       needs ``seed``: the draws are then made from ``torch.manual_seed(seed)`` inside the fork,
       the same mask at every call (so ``lie_bracket(L, L, θ)`` is exactly 0). Without ``seed``
@@ -86,8 +86,13 @@ class ModelLoss:
         if not isinstance(self.model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(self.model).__name__}")
         if not callable(self.criterion):
-            raise TypeError(f"criterion must be callable (outputs, targets) -> tensor, got {type(self.criterion).__name__}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)):
+            raise TypeError(
+                "criterion must be callable (outputs, targets) -> tensor, "
+                f"got {type(self.criterion).__name__}"
+            )
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
+        ):
             raise TypeError(f"seed must be an int or None, got {type(self.seed).__name__}")
         state = [*self.model.parameters(), *self.model.buffers(), self.inputs, self.targets]
         cuda = sorted({t.device.index or 0 for t in state if isinstance(t, Tensor) and t.is_cuda})
@@ -112,7 +117,7 @@ class ModelLoss:
         cuda = self._cuda or tuple(sorted({t.device.index or 0 for t in params.values() if t.is_cuda}))
         with torch.random.fork_rng(devices=cuda):
             if self.seed is not None:
-                torch.manual_seed(self.seed)
+                _seed_forked(self.seed, cuda)
                 return self.criterion(functional_call(model, state, (self.inputs,)), self.targets)
             before = _rng_state(cuda)
             out = self.criterion(functional_call(model, state, (self.inputs,)), self.targets)
@@ -123,6 +128,14 @@ class ModelLoss:
                     "ib.model_loss to use the same random draws at every call"
                 )
             return out
+
+
+def _seed_forked(seed: int, cuda: Sequence[int]) -> None:
+    """Seed only the generators that the enclosing ``fork_rng`` restores (the CPU's and ``cuda``'s)."""
+    torch.default_generator.manual_seed(seed)
+    for d in cuda:
+        with torch.cuda.device(d):
+            torch.cuda.manual_seed(seed)
 
 
 def _rng_state(cuda: Sequence[int]) -> list[Tensor]:
@@ -177,7 +190,9 @@ def load_params(model: torch.nn.Module, params: Mapping[str, Tensor]) -> None:
         if not isinstance(v, Tensor):
             raise TypeError(f"params[{k!r}] must be a torch.Tensor, got {type(v).__name__}")
         if v.shape != own[k].shape:
-            raise ValueError(f"params[{k!r}] has shape {tuple(v.shape)}, the model's has {tuple(own[k].shape)}")
+            raise ValueError(
+                f"params[{k!r}] has shape {tuple(v.shape)}, the model's has {tuple(own[k].shape)}"
+            )
     with torch.no_grad():
         for k, v in params.items():
             own[k].copy_(v)
@@ -269,7 +284,11 @@ def detach(tree: Params) -> Params:
 
 @torch.enable_grad()
 def value_and_grad(loss: Loss, params: Params, *, create_graph: bool = False) -> tuple[Tensor, Params]:
-    """(L(θ), ∇L(θ)). With ``create_graph=True`` and ``params`` that require grad, both stay differentiable."""
+    """(L(θ), ∇L(θ)).
+
+    With ``create_graph=True`` and ``params`` that require grad (a model's own parameters), both
+    stay differentiable; otherwise both are detached.
+    """
     leaves, attached = _leaves(params)
     value, g = _value_and_grad(loss, leaves, create_graph, "loss")
     if create_graph and attached:
@@ -307,8 +326,8 @@ def gradient_terms(losses: Sequence[Loss], params: Params, combine: Combine) -> 
     return {k: v.detach() for k, v in out.items()} if isinstance(out, Mapping) else out.detach()
 
 
-Coefficients = Callable[[list[Params]], list[Params]]
-"""Task gradients g_1…g_n -> the vectors u_1…u_n that multiply H_1…H_n."""
+Coefficients = Callable[[list[Params]], list[Params | tuple[float, Params]]]
+"""Task gradients g_1…g_n -> the vectors u_1…u_n that multiply H_1…H_n (or pairs (c, w): u = c·w)."""
 
 
 @torch.enable_grad()
@@ -318,7 +337,8 @@ def hessian_terms(
     """(Σ_k H_k u_k, [g_1, …, g_n]): all the Hessian terms of a formula, in one extra reverse pass.
 
     ``coefficients(gs)`` maps the task gradients g_k = ∇L_k(θ) to the vectors u_k; then
-    Σ_k H_k u_k = ∇_θ Σ_k ⟨∇L_k(θ), sg(u_k)⟩ (sg = stop-gradient). Every modified field, bracket
+    Σ_k H_k u_k = ∇_θ Σ_k ⟨∇L_k(θ), sg(u_k)⟩ (sg = stop-gradient). A u_k may also be given as a
+    pair ``(c, w)`` for u_k = c·w, which saves forming the scaled vector. Every modified field, bracket
     and HVP of the library is such a sum with its own u_k. Both results are detached; the sum is
     not checked for finiteness here (the caller checks its final result once).
     """
@@ -328,12 +348,20 @@ def hessian_terms(
     gs = [g for _, g in pairs]
     detached = [detach(g) for g in gs]
     us = coefficients(detached)
-    s = sum(dot(g, detach(u)) for g, u in zip(gs, us))
+    s = sum(_term(g, u) for g, u in zip(gs, us))
     xs = tensors(leaves)
     if not s.requires_grad:  # every loss is (at most) linear in params: all Hessians vanish
         return rebuild(leaves, [torch.zeros_like(x) for x in xs]), detached
     hs = torch.autograd.grad(s, xs, allow_unused=True)
     return rebuild(leaves, [torch.zeros_like(x) if h is None else h for x, h in zip(xs, hs)]), detached
+
+
+def _term(g: Params, u: Params | tuple[float, Params]) -> Tensor:
+    """⟨g, sg(u)⟩, or c·⟨g, sg(u)⟩ for a pair (c, u) (c·u is never formed)."""
+    if isinstance(u, tuple):
+        c, u = u
+        return c * dot(g, detach(u))
+    return dot(g, detach(u))
 
 
 def hvp(loss: Loss, params: Params, v: Params) -> Params:
@@ -355,7 +383,9 @@ def sharpness(loss: Loss, params: Params, *, iters: int = 30, seed: int = 0) -> 
     check_positive_int(iters, "iters")
     check_params(params)
     gen = torch.Generator().manual_seed(seed)
-    v = rebuild(params, [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device) for t in tensors(params)])
+    v = rebuild(
+        params, [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device) for t in tensors(params)]
+    )
     lam = torch.zeros((), dtype=tensors(params)[0].dtype, device=tensors(params)[0].device)
     for _ in range(iters):
         hv = hvp(loss, params, v)
@@ -376,7 +406,7 @@ def sum_losses(losses: Sequence[Loss]) -> Loss:
 def check_losses(losses: Sequence[Loss]) -> list[Loss]:
     """Raise unless ``losses`` is a non-empty sequence of callables; return it as a list."""
     if callable(losses):
-        raise TypeError("losses must be a sequence of loss callables, got a single callable; wrap it: [loss]")
+        raise TypeError("losses must be a sequence of loss callables, got a single callable")
     if isinstance(losses, (str, bytes, Mapping)) or not isinstance(losses, (Sequence, Iterable)):
         raise TypeError(f"losses must be a sequence of loss callables, got {type(losses).__name__}")
     losses = list(losses)

@@ -15,32 +15,58 @@ gradients' worth of extra work, and memory stays linear in the number of paramet
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from . import factored
 from .autodiff import Loss, check_finite, check_losses, detach, gradient_terms, hessian_terms
-from .pytree import Params, add, check_lr, check_params, dot, scale, sum_trees
+from .pytree import Params, add, check_lr, check_params, dot, scale, sum_trees, zeros_like
 
 
-def _with_prefix_sums(gs: list[Params], base: Params | list[Params], c: float) -> list[Params]:
-    """u_k = base_k + c·P_k with the prefix sums P_k = Σ_{i<k} g_i (P_0 = 0, no zeros formed)."""
-    bases = base if isinstance(base, list) else [base] * len(gs)
-    out, prefix = [bases[0]], gs[0]
+def _prefix_sums(gs: list[Params]) -> list[Params]:
+    """P_k = Σ_{i<k} g_i for k = 1, …, n−1 (P_0 = 0 is left out: no zeros are formed)."""
+    out, prefix = [], gs[0]
     for k in range(1, len(gs)):
-        out.append(add(bases[k], prefix, alpha=c))
-        prefix = add(prefix, gs[k]) if k + 1 < len(gs) else prefix
+        out.append(prefix)
+        if k + 1 < len(gs):
+            prefix = add(prefix, gs[k])
     return out
+
+
+def _field(
+    losses: Sequence[Loss],
+    params: Params,
+    coefficients: Callable[[list[Params], Params], list[Params]],
+    what: str,
+) -> Params:
+    """−G + Σ_k H_k u_k with u = coefficients(gs, G) and G = Σ_k g_k (formed once): every modified field."""
+    total: list[Params] = []
+
+    def with_total(gs: list[Params]) -> list[Params]:
+        total.append(sum_trees(gs))
+        return coefficients(gs, total[0])
+
+    hv, _ = hessian_terms(losses, params, with_total)
+    return check_finite(add(hv, total[0], alpha=-1.0), what)
 
 
 def lie_bracket(loss_a: Loss, loss_b: Loss, params: Params) -> Params:
     """[∇L_a, ∇L_b](θ) = H_b ∇L_a − H_a ∇L_b.
 
     Antisymmetric, bilinear, zero for loss_a = loss_b. Computed as
-    ∇_θ(⟨∇L_b(θ), sg(∇L_a)⟩ − ⟨∇L_a(θ), sg(∇L_b)⟩): two gradients plus one reverse pass.
+    ∇_θ(⟨∇L_b(θ), sg(∇L_a)⟩ − ⟨∇L_a(θ), sg(∇L_b)⟩): two gradients plus one reverse pass. The two
+    halves are summed inside one backward pass, so for equal but distinct loss objects the result
+    is zero to round-off; for the same object (``lie_bracket(L, L, θ)``) it is exactly zero.
     """
-    hv, _ = hessian_terms([loss_a, loss_b], params, lambda gs: [scale(gs[1], -1.0), gs[0]])
+    if loss_a is not loss_b:  # the Gram-matrix path for MLPs, when it applies and is cheaper
+        fast = factored.hessian_terms([loss_a, loss_b], params, [[0.0, -1.0], [1.0, 0.0]])
+        if fast is not None:
+            return check_finite(fast, "the Lie bracket")
+    hv, _ = hessian_terms([loss_a, loss_b], params, lambda gs: [(-1.0, gs[1]), gs[0]])
+    if loss_a is loss_b:  # [X, X] = 0 exactly (the computation above checked the inputs)
+        return zeros_like(hv)
     return check_finite(hv, "the Lie bracket")
 
 
@@ -92,7 +118,11 @@ def multitask_terms(losses: Sequence[Loss], params: Params, lr: float) -> dict[s
             (dot(gs[i], gs[j]) for i in range(len(gs)) for j in range(i + 1, len(gs))),
             torch.zeros_like(total),
         )
-        terms = {"loss": total, "flatness": (h / 4) * sum(dot(g, g) for g in gs), "conflict": (h / 2) * conflict}
+        terms = {
+            "loss": total,
+            "flatness": (h / 4) * sum(dot(g, g) for g in gs),
+            "conflict": (h / 2) * conflict,
+        }
         terms["modified"] = terms["loss"] + terms["flatness"] + terms["conflict"]
         return terms
 
@@ -105,8 +135,7 @@ def multitask_field(losses: Sequence[Loss], params: Params, lr: float) -> Params
     One GD step of size h on the summed loss follows the flow of F for time h to O(h³).
     """
     h = check_lr(lr)
-    hv, gs = hessian_terms(losses, params, lambda gs: [scale(sum_trees(gs), -h / 2)] * len(gs))
-    return check_finite(add(hv, sum_trees(gs), alpha=-1.0), "the multitask modified field")
+    return _field(losses, params, lambda gs, G: [(-h / 2, G)] * len(gs), "the multitask modified field")
 
 
 def gd_field(loss: Loss, params: Params, lr: float) -> Params:
@@ -124,13 +153,17 @@ def sequential_field(losses: Sequence[Loss], params: Params, lr: float) -> Param
     P_k = Σ_{i<k} g_i and the total G = Σ_i g_i.
     """
     h = check_lr(lr)
+    losses = check_losses(losses)
+    n = len(losses)  # the Gram-matrix path: u_k = Σ_j C_kj g_j, C_kj = h/2 (j < k), −h/2 (j ≥ k)
+    fast = factored.hessian_terms(losses, params, factored.sequential_coefficients(n, h), [-1.0] * n)
+    if fast is not None:
+        return check_finite(fast, "the sequential modified field")
 
-    def coefficients(gs: list[Params]) -> list[Params]:
-        half = scale(sum_trees(gs), -h / 2)  # −(h/2) G, then u_k = −(h/2) G + h P_k
-        return _with_prefix_sums(gs, half, h)
+    def coefficients(gs: list[Params], G: Params) -> list[Params]:
+        # u_k = (h/2)(2 P_k − G) = −(h/2)(G − 2 P_k); u_0 = −(h/2) G
+        return [(-h / 2, G), *((-h / 2, add(G, p, alpha=-2.0)) for p in _prefix_sums(gs))]
 
-    hv, gs = hessian_terms(losses, params, coefficients)
-    return check_finite(add(hv, sum_trees(gs), alpha=-1.0), "the sequential modified field")
+    return _field(losses, params, coefficients, "the sequential modified field")
 
 
 def order_averaged_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
@@ -141,8 +174,7 @@ def order_averaged_field(losses: Sequence[Loss], params: Params, lr: float) -> P
     One reverse pass for all the Hessian terms.
     """
     h = check_lr(lr)
-    hv, gs = hessian_terms(losses, params, lambda gs: [scale(g, -h / 2) for g in gs])
-    return check_finite(add(hv, sum_trees(gs), alpha=-1.0), "the order-averaged field")
+    return _field(losses, params, lambda gs, G: [(-h / 2, g) for g in gs], "the order-averaged field")
 
 
 def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
@@ -155,10 +187,14 @@ def bracket_sum(losses: Sequence[Loss], params: Params) -> Params:
     losses = check_losses(losses)
     if len(losses) < 2:
         raise ValueError("bracket_sum needs at least two losses")
+    fast = factored.hessian_terms(losses, params, factored.bracket_sum_coefficients(len(losses)))
+    if fast is not None:  # the Gram-matrix path for MLPs
+        return check_finite(fast, "the bracket sum")
 
     def coefficients(gs: list[Params]) -> list[Params]:
-        minus = scale(sum_trees(gs), -1.0)  # u_k = (g_k − G) + 2 P_k
-        return _with_prefix_sums(gs, [add(minus, g) for g in gs], 2.0)
+        minus = scale(sum_trees(gs), -1.0)
+        bases = [add(minus, g) for g in gs]  # u_k = (g_k − G) + 2 P_k
+        return [bases[0], *(add(b, p, alpha=2.0) for b, p in zip(bases[1:], _prefix_sums(gs)))]
 
     hv, _ = hessian_terms(losses, params, coefficients)
     return check_finite(hv, "the bracket sum")

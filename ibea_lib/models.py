@@ -1,6 +1,6 @@
 """Small networks used by the chapters, initialized from a seed without touching the global RNG.
 
-Each constructor draws its initial weights inside :func:`torch.random.fork_rng` after
+Each constructor draws its initial weights inside ``torch.random.fork_rng`` after
 ``torch.manual_seed(seed)``: the same seed gives the same weights, and torch's global generator
 is left exactly as it was.
 """

@@ -41,9 +41,33 @@ def test_colab_cells_follow_the_repository_setting():
 def test_colab_cell_does_nothing_outside_colab():
     source = sync_notebooks.colab_source("https://github.com/x/y", "main")
     assert source.count('if "google.colab" in sys.modules:') == 1
-    # The install must not replace Colab's torch: no torch pin, no --upgrade, no -r requirements.
-    install = source.splitlines()[-1]
+    # The install must not replace Colab's packages: no pin, no --upgrade, no -r requirements.
+    (install,) = [line for line in source.splitlines() if "%pip" in line]
     assert "torch" not in install and "--upgrade" not in install and "requirements" not in install
+    assert "-U " not in install and "ipywidgets" not in install
+    assert "Restart the session" in source
+
+
+def test_no_repository_address_outside_the_config():
+    # The address lives in _config.yml; the Colab cells get it from tools/sync_notebooks.py.
+    url, _ = sync_notebooks.repository()
+    slug = url.removeprefix("https://github.com/")
+    texts = []
+    for nb_path in chapters():
+        for i, cell in enumerate(json.loads(nb_path.read_text())["cells"]):
+            if sync_notebooks.TAG not in cell["metadata"].get("tags", []):
+                texts.append((f"{nb_path.name} cell {i}", "".join(cell["source"])))
+    others = [*(ROOT / "ibea_lib").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py"),
+              *(ROOT / "tools").glob("*"), *(ROOT / "book").glob("*.md"),
+              ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "pyproject.toml"]
+    texts += [(str(p.relative_to(ROOT)), p.read_text()) for p in others if p.is_file()]
+    bad = [where for where, text in texts if slug in text]
+    assert not bad, "hard-coded repository address (read it from _config.yml): " + ", ".join(bad)
+
+
+def test_package_keeps_colabs_ipywidgets():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert '"ipywidgets>=7.7"' in text and '"torch>=2.1"' in text
 
 
 def test_sync_check_passes():
@@ -106,3 +130,27 @@ def test_markdown_has_no_mangled_latex():
         for m in re.finditer(r"(?<![\\A-Za-z])(abla|heta|arphi)\b|^rac\b", text, re.M):
             bad.append(f"{name} cell {i}: {text[max(0, m.start() - 20):m.end() + 10]!r}")
     assert not bad, "\n".join(bad)
+
+
+def test_every_stored_widget_has_its_state():
+    # JupyterLab and the HTML book show a stored widget only from the widget state saved in the
+    # notebook when it was executed (nbclient's store_widget_state, on by default in nbconvert).
+    bad = []
+    for nb_path in chapters():
+        nb = json.loads(nb_path.read_text())
+        state = nb["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+        models = state.get("state", {})
+        for i, cell in enumerate(nb["cells"]):
+            for out in cell.get("outputs", []):
+                view = out.get("data", {}).get("application/vnd.jupyter.widget-view+json")
+                if view and view["model_id"] not in models:
+                    bad.append(f"{nb_path.name} cell {i}")
+    assert not bad, "widget outputs without saved state (re-execute with nbconvert): " + ", ".join(bad)
+
+
+def test_chapters_open_unmodified_in_jupyterlab():
+    # JupyterLab marks a notebook modified (and autosaves it) when it has to fill in its kernelspec.
+    for nb_path in chapters():
+        meta = json.loads(nb_path.read_text())["metadata"]
+        assert meta.get("kernelspec", {}).get("name") == "python3", nb_path.name
+        assert meta.get("language_info", {}).get("name") == "python", nb_path.name

@@ -21,20 +21,26 @@ def test_quadratic_gd_trajectory_closed_form():
     assert torch.allclose(traj[-1], expected, rtol=1e-12)
 
 
-def test_quadratic_flow_trajectory_closed_form():
+def test_quadratic_flow_sampling_closed_form():
+    # the chapters sample a flow at the times 0, h, ..., nh as ib.flow_path(...)[::substeps]
     loss = ls.quadratic_2d(2.0, 5.0)
     theta0 = torch.tensor([1.0, -1.0], dtype=DT)
-    traj = ls.flow_trajectory(lambda p: -ib.grad(loss, p), theta0, 0.1, 5, substeps=20)
-    expected = torch.tensor([math.exp(-1.0), -math.exp(-2.5)], dtype=DT)
-    assert torch.allclose(traj[-1], expected, rtol=1e-9)
+    traj = ib.flow_path(lambda p: -ib.grad(loss, p), theta0, 5 * 0.1, steps=5 * 20)[::20]
+    assert traj.shape == (6, 2)
+    times = torch.arange(6, dtype=DT)[:, None] * 0.1
+    expected = torch.exp(-torch.tensor([2.0, 5.0], dtype=DT) * times) * theta0
+    assert torch.allclose(traj, expected, rtol=1e-9)
+    assert torch.allclose(traj[-1], torch.tensor([math.exp(-1.0), -math.exp(-2.5)], dtype=DT), rtol=1e-9)
 
 
 def test_two_parameter_model_minima_and_sharpness():
-    loss = ls.two_parameter_model(x=2.0, y=3.0)
+    loss = ls.two_parameter_model(xi=2.0, eta=3.0)
     theta = torch.tensor([1.5, 1.0], dtype=DT)  # a*b*x = 3 = y
     assert float(loss(theta)) == 0.0
-    assert torch.allclose(ls.sharpness(loss, theta), ls.two_parameter_sharpness(theta, x=2.0))
-    assert float(ls.two_parameter_sharpness(theta, x=2.0)) == pytest.approx(4 * (1.5**2 + 1.0))
+    exact = torch.linalg.eigvalsh(ls.hessian(loss, theta))[-1]
+    assert torch.allclose(exact, ls.two_parameter_sharpness(theta, xi=2.0))
+    assert torch.allclose(ib.sharpness(loss, theta, iters=100), exact, rtol=1e-6)
+    assert float(ls.two_parameter_sharpness(theta, xi=2.0)) == pytest.approx(4 * (1.5**2 + 1.0))
 
 
 def test_rosenbrock_minimum():
@@ -69,7 +75,11 @@ def test_global_errors_first_order():
     loss = ls.rosenbrock()
     theta = torch.tensor([-0.5, 1.2], dtype=DT)
     lrs = [0.004, 0.002, 0.001]
-    assert 0.9 < ib.fit_order(lrs, ls.global_errors(loss, theta, lrs, 0.2, substeps=4)) < 1.1
+    errors = ls.global_errors(loss, theta, lrs, 0.2, substeps=4)
+    assert isinstance(errors, torch.Tensor) and errors.shape == (3,)
+    assert 0.9 < ib.fit_order(lrs, errors) < 1.1
+    d = ls.max_distance(torch.zeros(3, 2), torch.ones(3, 2))
+    assert d.dim() == 0 and float(d) == pytest.approx(math.sqrt(2))
 
 
 def test_bad_inputs():
@@ -89,3 +99,26 @@ def test_grid_values():
     X, Y, Z = ls.grid_values(ls.quadratic_2d(1.0, 10.0), (-1, 1), (-2, 2), n=5)
     assert Z.shape == (5, 5)
     assert Z[0, 0] == pytest.approx(0.5 * (1 + 10 * 4))
+
+
+def test_rosenbrock_hessian_closed_form_matches_autograd():
+    gen = torch.Generator().manual_seed(0)
+    for b in (3.0, 10.0):
+        loss = ls.rosenbrock(a=0.7, b=b)
+        for _ in range(3):
+            theta = torch.randn(2, generator=gen, dtype=DT)
+            assert torch.allclose(ls.rosenbrock_hessian(theta, b=b), ls.hessian(loss, theta), rtol=1e-12)
+    # the start point of chapter 01: λ_max ≈ 131.5
+    lam = torch.linalg.eigvalsh(ls.rosenbrock_hessian(torch.tensor([-1.2, 1.6], dtype=DT)))[-1]
+    assert float(lam) == pytest.approx(65.4 + math.sqrt(45.4**2 + 48**2), rel=1e-9)
+
+
+def test_modified_2d_matches_core_and_vmaps():
+    loss = ls.two_parameter_model(xi=1.5, eta=0.5)
+    mod = ls.modified_2d(loss, 0.2)
+    points = torch.randn(6, 2, generator=torch.Generator().manual_seed(1), dtype=DT)
+    values = torch.func.vmap(mod)(points)
+    for p, v in zip(points, values):
+        assert torch.allclose(v, ib.modified_loss(loss, p, 0.2), rtol=1e-12)
+    X, Y, Z = ls.grid_values(mod, (-1, 1), (-1, 1), n=4)
+    assert Z.shape == (4, 4)

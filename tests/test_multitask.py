@@ -8,14 +8,11 @@ import torch
 import ibea_lib as ib
 from ibea_lib.book.multitask import (
     alternating_update,
-    conflict_free_loss,
     conflict_free_update,
     conflict_gradient,
     digits_two_tasks,
-    flatness_field,
     head_accuracies,
     head_losses,
-    pcgrad,
     pcgrad_update,
     product_tasks,
     relabel,
@@ -37,7 +34,7 @@ def test_conflict_free_loss_closed_form():
     h = 0.3
     g1, g2 = A1 @ theta + b1, A2 @ theta + b2
     expected = losses[0](theta) + losses[1](theta) - h / 2 * g1 @ g2
-    assert torch.allclose(conflict_free_loss(losses, theta, h), expected, atol=1e-12)
+    assert torch.allclose(ib.conflict_free_loss(losses, theta, h), expected, atol=1e-12)
 
 
 def test_flatness_and_conflict_gradient_closed_form():
@@ -46,10 +43,10 @@ def test_flatness_and_conflict_gradient_closed_form():
     h = 0.2
     g1, g2 = A1 @ theta + b1, A2 @ theta + b2
     expected_field = -(g1 + g2) - h / 2 * (A1 @ g1 + A2 @ g2)
-    assert torch.allclose(flatness_field(losses, theta, h), expected_field, atol=1e-12)
+    assert torch.allclose(ib.order_averaged_field(losses, theta, h), expected_field, atol=1e-12)
     assert torch.allclose(conflict_gradient(losses, theta), A1 @ g2 + A2 @ g1, atol=1e-12)
     # the multitask field is the flatness field minus (h/2)∇⟨g1, g2⟩
-    diff = ib.multitask_field(losses, theta, h) - flatness_field(losses, theta, h)
+    diff = ib.multitask_field(losses, theta, h) - ib.order_averaged_field(losses, theta, h)
     assert torch.allclose(diff, -h / 2 * conflict_gradient(losses, theta), atol=1e-12)
 
 
@@ -60,7 +57,7 @@ def test_conflict_free_step_matches_mean_of_orders_to_third_order():
     gaps = []
     for h in lrs:
         mean = (ib.sequential_steps([la, lb], theta, h) + ib.sequential_steps([lb, la], theta, h)) / 2
-        cf = ib.gd_step(lambda p, h=h: conflict_free_loss([la, lb], p, h), theta, h)
+        cf = ib.gd_step(lambda p, h=h: ib.conflict_free_loss([la, lb], p, h), theta, h)
         gaps.append(float((mean - cf).norm()))
     assert ib.fit_order(lrs, gaps) > 2.8
 
@@ -71,9 +68,9 @@ def test_conflict_free_gd_follows_flatness_field():
     lrs = ib.geometric_lrs(0.02, 4)
 
     def step(p, h):
-        return ib.gd_step(lambda q: conflict_free_loss([la, lb], q, h), p, h)
+        return ib.gd_step(lambda q: ib.conflict_free_loss([la, lb], q, h), p, h)
 
-    good = ib.local_errors(step, lambda p, h: flatness_field([la, lb], p, h), theta, lrs, steps=8)
+    good = ib.local_errors(step, lambda p, h: ib.order_averaged_field([la, lb], p, h), theta, lrs, steps=8)
     bad = ib.local_errors(step, lambda p, h: ib.multitask_field([la, lb], p, h), theta, lrs, steps=8)
     assert ib.fit_order(lrs, good) > 2.8
     assert ib.fit_order(lrs, bad) < 2.3
@@ -89,25 +86,25 @@ def test_product_tasks_valley_cancellation():
 
 def test_pcgrad_two_tasks():
     ga, gb = torch.tensor([1.0, 0.0, 0.0], dtype=f64), torch.tensor([-1.0, 2.0, 0.0], dtype=f64)
-    pa, pb = pcgrad([ga, gb])
+    pa, pb = ib.pcgrad([ga, gb])
     c = float(ga @ gb)
     assert torch.allclose(pa, ga - c / float(gb @ gb) * gb)
     assert torch.allclose(pb, gb - c / float(ga @ ga) * ga)
     assert abs(float(pa @ gb)) < 1e-12 and abs(float(pb @ ga)) < 1e-12
     # no conflict: unchanged
-    qa, qb = pcgrad([ga, -gb])
+    qa, qb = ib.pcgrad([ga, -gb])
     assert torch.equal(qa, ga) and torch.equal(qb, -gb)
 
 
 def test_pcgrad_dicts_and_errors():
     g = {"w": torch.tensor([1.0, 0.0]), "b": torch.tensor([0.0])}
     h = {"w": torch.tensor([-1.0, 1.0]), "b": torch.tensor([0.0])}
-    pa, pb = pcgrad([g, h], seed=0)
+    pa, pb = ib.pcgrad([g, h], seed=0)
     assert abs(float(ib.dot(pa, h))) < 1e-6 and set(pa) == {"w", "b"}
     with pytest.raises(ValueError):
-        pcgrad([g])
+        ib.pcgrad([g])
     with pytest.raises(TypeError):
-        pcgrad([g, [1.0]])
+        ib.pcgrad([g, [1.0]])
 
 
 def test_updates_match_definitions():
@@ -116,7 +113,7 @@ def test_updates_match_definitions():
     h = 0.05
     summed = ib.gd_step(ib.sum_losses([la, lb]), theta, h)
     assert torch.allclose(summed_update([la, lb], h)(theta, 1), summed)
-    cf = ib.gd_step(lambda p: conflict_free_loss([la, lb], p, h), theta, h)
+    cf = ib.gd_step(lambda p: ib.conflict_free_loss([la, lb], p, h), theta, h)
     assert torch.allclose(conflict_free_update([la, lb], h)(theta, 1), cf)
     fixed = alternating_update([la, lb], h)(theta, 1)
     assert torch.allclose(fixed, ib.sequential_steps([la, lb], theta, h))
@@ -178,3 +175,44 @@ def test_head_losses_and_accuracies():
     assert accs[0] == pytest.approx(ib.book.training.accuracy(outs[0], ys[0]))
     with pytest.raises(ValueError):
         head_losses(model, x, [y[:10]])
+
+
+def test_headline_conflict_free_less_anti_aligned_on_unseen_seeds():
+    """Chapter 05's headline with seeds the chapter does not use (it uses 0-4): at h = 1, removing the
+    conflict term makes the late cosine of the task gradients less negative, paired by initialization."""
+    torch.set_num_threads(1)
+    data = digits_two_tasks(ib.data.digits(), "class", "ge5")
+    diffs = []
+    for seed in (10, 11, 12):
+        model = ib.models.MultiHeadMLP([64, 32], list(data.n_classes), seed=seed)
+        losses = head_losses(model, data.x_train, data.y_train)
+        late = {}
+        for name, builder in (("plain", summed_update), ("cf", conflict_free_update)):
+            _, hist = ib.book.training.run(
+                ib.params_of(model), builder(losses, 1.0), 200,
+                record=lambda p, s, losses=losses: task_metrics(losses, p), every=10, progress=False,
+            )
+            steps = torch.tensor(hist["step"])
+            late[name] = torch.tensor(hist["cosine_01"])[steps >= 50].mean()
+        assert late["plain"] < 0  # the tasks conflict
+        diffs.append(float(late["cf"] - late["plain"]))
+    assert all(d > 0 for d in diffs), diffs
+
+
+def test_valley_decay_rate_of_conflict_free_gd():
+    """Chapter 04: on the valley xy = μ, conflict-free GD shrinks k = x² − y² by (1 − h²δ²)² per step,
+    plain GD leaves it unchanged (other targets and step than the chapter)."""
+    a, b, h = 0.5, 2.5, 0.04
+    mu, delta = (a + b) / 2, (b - a) / 2
+    theta = torch.tensor([2.0, mu / 2.0], dtype=f64)  # on the valley
+    tasks = list(product_tasks(a, b))
+    for conflict_free, factor in ((True, (1 - h**2 * delta**2) ** 2), (False, 1.0)):
+        p = theta
+        for _ in range(5):
+            k0 = float(p[0] ** 2 - p[1] ** 2)
+            if conflict_free:
+                p = ib.gd_step(lambda q: ib.conflict_free_loss(tasks, q, h), p, h)
+            else:
+                p = ib.gd_step(ib.sum_losses(tasks), p, h)
+            k1 = float(p[0] ** 2 - p[1] ** 2)
+            assert k1 / k0 == pytest.approx(factor, rel=1e-3)

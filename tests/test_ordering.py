@@ -1,7 +1,5 @@
 """Tests of ibea_lib.book.ordering against closed forms and independent computations."""
 
-import math
-
 import pytest
 import torch
 
@@ -154,23 +152,9 @@ def test_replay_buffer_errors():
         od.replay_buffer(torch.tensor([0, 0, 0, 1]), 4, seed=0)  # class 1 has one example
 
 
-def test_wilson_interval_known_values():
-    lo, hi = od.wilson_interval(8, 10)
-    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
-    lo, hi = od.wilson_interval(0, 20)
-    assert lo == 0.0 and hi == pytest.approx(0.1611, abs=1e-4)
-    lo, hi = od.wilson_interval(50, 100)
-    assert lo + hi == pytest.approx(1.0) and lo < 0.5 < hi
-    assert math.isclose(od.wilson_interval(5, 10, z=1.0)[0] + od.wilson_interval(5, 10, z=1.0)[1], 1.0)
-
-
 def test_bad_inputs_raise():
     (_, _, _), (la, lb, le) = _quads()
     theta = _theta()
-    with pytest.raises(ValueError):
-        od.wilson_interval(11, 10)
-    with pytest.raises(ValueError):
-        od.wilson_interval(1, 0)
     with pytest.raises(ValueError):
         od.order_loss_gap(la, lb, le, theta, 0.1, steps_per_task=0)
     with pytest.raises(ValueError):
@@ -181,3 +165,31 @@ def test_bad_inputs_raise():
         continual.bracket_sum([la], theta)
     with pytest.raises(TypeError):
         od.train_in_order(la, theta, 0.1)
+
+
+def test_block_order_gaps_match_order_loss_gap():
+    (_, _, _), (la, lb, le) = _quads()
+    lc = ib.data.quadratic_loss(*ib.data.random_quadratic(5, 7))
+    theta = _theta()
+    out = od.block_order_gaps([la, lb, lc], [(0, 1), (2, 1)], {"e": le}, theta, 0.05, [1, 3])
+    for k in (1, 3):
+        assert out[k]["e"][0] == pytest.approx(od.order_loss_gap(la, lb, le, theta, 0.05, k), rel=1e-12)
+        assert out[k]["e"][1] == pytest.approx(od.order_loss_gap(lc, lb, le, theta, 0.05, k), rel=1e-12)
+    # pair-dependent evaluations
+    out = od.block_order_gaps([la, lb], [(0, 1)], lambda a, b: {"own": [la, lb][a]}, theta, 0.05, [2])
+    assert out[2]["own"][0] == pytest.approx(od.order_loss_gap(la, lb, la, theta, 0.05, 2), rel=1e-12)
+
+
+def test_blocked_replay_one_step_blocks_is_corrected_sequential():
+    (_, _, _), (la, lb, _) = _quads()
+    theta = _theta()
+    corrected, hist = od.blocked_replay(la, lb, theta, 0.05, 1, 3, correct=True)
+    manual = theta
+    for _ in range(3):
+        manual = ib.bracket_corrected_steps([la, lb], manual, 0.05, at="start")
+    assert torch.allclose(corrected, manual, atol=1e-13)
+    plain, hist0 = od.blocked_replay(la, lb, theta, 0.05, 2, 2)
+    assert torch.allclose(plain, od.train_in_order([la, lb, la, lb], theta, 0.05, 2))
+    assert hist0["ratio"] == [0.0, 0.0] and all(r > 0 for r in hist["ratio"])
+    with pytest.raises(ValueError):
+        od.blocked_replay(la, lb, theta, 0.05, 0, 2)

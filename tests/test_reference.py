@@ -7,6 +7,8 @@ quadratics with single-tensor params.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from ibea_refs import (
@@ -380,3 +382,60 @@ def test_fit_order_bad_input():
         ib.fit_order([0.1, 0.2], [0.1])
     with pytest.raises(ValueError, match="zero error"):
         ib.fit_order([0.1, 0.2], [0.0, 0.1])
+
+
+# ----- 0.2 additions: flow_path, ordered sweeps, sharpness, seeds ------------------------------
+
+
+def test_flow_path_holds_every_state_of_flow():
+    A, b, _ = quadratic(3, seed=5)
+    th = torch.tensor([0.2, -0.1, 0.4], dtype=F64)
+    field = lambda p: -(A @ p + b)  # noqa: E731
+    path = ib.flow_path(field, th, 0.3, steps=6)
+    assert path.shape == (7, 3)
+    assert torch.equal(path[0], th)
+    assert torch.equal(path[-1], ib.flow(field, th, 0.3, steps=6))
+    assert torch.equal(path[3], ib.flow(field, th, 0.15, steps=3))
+    # closed form of the linear flow: θ(t) = e^{-At}(θ0 + A⁻¹b) − A⁻¹b
+    c = torch.linalg.solve(A, b)
+    exact = torch.linalg.matrix_exp(-0.3 * A) @ (th + c) - c
+    assert rel_err(path[-1], exact) < 1e-6  # RK4 with 6 steps
+    tree = ib.flow_path(lambda q: {"w": -q["w"]}, {"w": torch.ones(2, 2, dtype=F64)}, 1.0, steps=4)
+    assert list(tree) == ["w"] and tree["w"].shape == (5, 2, 2)
+    assert rel_err(tree["w"][-1], torch.full((2, 2), math.exp(-1.0), dtype=F64)) < 1e-4
+
+
+def test_sequential_steps_in_a_given_order(mlp3):
+    p, Ls = mlp3.params, mlp3.losses
+    reordered = ib.sequential_steps([Ls[2], Ls[0], Ls[1]], p, H)
+    assert rel_err(ib.sequential_steps(Ls, p, H, order=[2, 0, 1]), reordered) == 0
+    twice = ib.sequential_steps([Ls[1], Ls[1]], p, H)
+    assert rel_err(ib.sequential_steps(Ls, p, H, order=[1, 1]), twice) == 0
+    with pytest.raises(ValueError, match=r"task indices in 0\.\.2"):
+        ib.sequential_steps(Ls, p, H, order=[0, 3])
+
+
+def test_sharpness_is_the_largest_eigenvalue():
+    d = 6
+    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=F64, generator=torch.Generator().manual_seed(2)))
+    eigs = torch.tensor([5.0, 2.0, 1.0, 0.5, 0.2, 0.1], dtype=F64)
+    A = (q * eigs) @ q.T
+    L = ib.data.quadratic_loss(A, torch.zeros(d, dtype=F64))
+    before = torch.get_rng_state()
+    lam = ib.sharpness(L, torch.ones(d, dtype=F64), iters=60)
+    assert torch.equal(before, torch.get_rng_state())  # a local generator
+    assert lam.dim() == 0 and abs(float(lam) - 5.0) < 1e-10
+    assert torch.equal(lam, ib.sharpness(L, torch.ones(d, dtype=F64), iters=60))  # seeded
+    zero = ib.sharpness(lambda p: p.sum(), torch.ones(3, dtype=F64))  # H = 0
+    assert float(zero) == 0.0
+
+
+def test_pcgrad_seed_is_local_and_reproducible():
+    gen = torch.Generator().manual_seed(0)
+    gs = [torch.randn(5, dtype=F64, generator=gen) for _ in range(4)]
+    before = torch.get_rng_state()
+    a, b = ib.pcgrad(gs, seed=3), ib.pcgrad(gs, seed=3)
+    assert torch.equal(before, torch.get_rng_state())
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    with pytest.raises(TypeError, match="list of task gradients"):
+        ib.pcgrad({"a": gs[0]})

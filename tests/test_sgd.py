@@ -83,3 +83,23 @@ def test_bad_orders():
         sgd.bracket_sum(losses[:1], th)
     with pytest.raises(ValueError):
         sgd.reshuffled_mean_epoch(losses, th, 0.1, orders=[])
+
+
+def test_epoch_path_fixed_and_reshuffled():
+    gen = torch.Generator().manual_seed(3)
+    A = [torch.randn(2, 2, generator=gen, dtype=torch.float64) for _ in range(3)]
+    losses = [lambda t, a=a: 0.5 * ((a @ t) ** 2).sum() + t.sum() for a in A]
+    theta = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    path = sgd.epoch_path(losses, theta, 0.05, 4, order=[2, 0, 1])
+    assert path.shape == (5, 2)
+    manual = theta
+    for _ in range(4):
+        manual = sgd.epoch(losses, manual, 0.05, [2, 0, 1])
+    assert torch.allclose(path[-1], manual, rtol=1e-14)
+    rr1 = sgd.epoch_path(losses, theta, 0.05, 6, reshuffle=True, seed=1)
+    assert torch.equal(rr1, sgd.epoch_path(losses, theta, 0.05, 6, reshuffle=True, seed=1))
+    state = torch.random.get_rng_state()
+    sgd.epoch_path(losses, theta, 0.05, 2, reshuffle=True)
+    assert torch.equal(state, torch.random.get_rng_state())
+    with pytest.raises(ValueError):
+        sgd.epoch_path(losses, theta, 0.05, 2, order=[0, 1, 2], reshuffle=True)

@@ -1,7 +1,8 @@
 """Keep the first cell of every chapter notebook in line with _config.yml.
 
 Each chapter starts with a cell (tag ``colab-install``) that, only inside Google Colab,
-installs ``ibea_lib`` from the book's repository without touching Colab's own torch.
+installs ``ibea_lib`` from the book's repository without upgrading Colab's own packages
+(torch, ipywidgets 7.7, ...), and says when a restart is needed all the same.
 The repository's address and branch live in one place, ``_config.yml`` (``repository:``);
 this script writes them into that cell of every notebook (inserting the cell if missing).
 
@@ -34,12 +35,20 @@ def repository() -> tuple[str, str]:
 
 def colab_source(url: str, branch: str) -> str:
     return (
-        "# In Google Colab only: install ibea_lib from the book's repository.\n"
-        "# Colab's own torch is kept (ibea_lib asks for torch>=2.1). Elsewhere this cell does nothing.\n"
+        "# In Google Colab only: install ibea_lib from the book's repository. Colab's own packages are\n"
+        "# kept (ibea_lib asks for torch>=2.1 and ipywidgets>=7.7, which Colab has): pip adds only what is\n"
+        "# missing. If it had to change a package that Colab had loaded, it says so: then restart the\n"
+        "# session (Runtime > Restart session) and run the chapter again. Elsewhere this cell does nothing.\n"
         "import sys\n"
         "\n"
         'if "google.colab" in sys.modules:\n'
-        f'    %pip install --quiet "ibea_lib @ git+{url}@{branch}"'
+        "    from importlib.metadata import version\n"
+        "\n"
+        '    kept = {name: version(name) for name in ("torch", "numpy", "matplotlib", "ipywidgets")}\n'
+        f'    %pip install --quiet "ibea_lib @ git+{url}@{branch}"\n'
+        '    changed = [f"{n} {v} -> {version(n)}" for n, v in kept.items() if version(n) != v]\n'
+        "    if changed:\n"
+        '        print("Restart the session (Runtime > Restart session) and run again:", ", ".join(changed))'
     )
 
 
@@ -53,9 +62,12 @@ def sync(path: pathlib.Path, source: str, write: bool) -> bool:
     cells = nb["cells"]
     first = cells[0] if cells else None
     if first is not None and TAG in first.get("metadata", {}).get("tags", []):
-        if "".join(first["source"]) == source:
+        hidden = first["metadata"].get("jupyter", {}).get("source_hidden") is True
+        if "".join(first["source"]) == source and hidden:
             return False
         first["source"] = source.splitlines(keepends=True)
+        # JupyterLab shows the cell folded (the HTML book removes it: tag remove-cell)
+        first["metadata"].setdefault("jupyter", {})["source_hidden"] = True
     else:
         cells.insert(
             0,
@@ -63,7 +75,7 @@ def sync(path: pathlib.Path, source: str, write: bool) -> bool:
                 "cell_type": "code",
                 "execution_count": None,
                 "id": "colab-install",
-                "metadata": {"tags": [TAG, "remove-cell"]},
+                "metadata": {"tags": [TAG, "remove-cell"], "jupyter": {"source_hidden": True}},
                 "outputs": [],
                 "source": source.splitlines(keepends=True),
             },

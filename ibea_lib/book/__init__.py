@@ -9,24 +9,40 @@ module per theme, and may change with the chapters:
 ``sgd``               minibatch SGD as a sequence of tasks (ch. 03, 10)
 ``multitask``         conflict gradients, multitask updates, two-task digits (Part II)
 ``continual``         brackets of general vector fields, parallelograms, shifted tasks (Part III)
+``forgetting``        forgetting of an earlier task, its second-order terms (ch. 08)
 ``experiments``       the protocols of Part IV
 ``ordering``          task-order prediction and replay (ch. 11, 12)
+``stats``             intervals (Student t, paired, cluster bootstrap), rank correlations, regressions
 ``training``          a functional training loop with a progress bar, ``pick_device``
 ``plotting``          the book's figure style and log-log order plots
 ``widgets``           sliders whose frames are rendered in advance (work in the static HTML)
 ====================  ===========================================================================
 """
 
-from . import continual, experiments, landscapes, multitask, ordering, plotting, sgd, training, widgets
+from . import (
+    continual,
+    experiments,
+    forgetting,
+    landscapes,
+    multitask,
+    ordering,
+    plotting,
+    sgd,
+    stats,
+    training,
+    widgets,
+)
 
 __all__ = [
     "continual",
     "experiments",
+    "forgetting",
     "landscapes",
     "multitask",
     "ordering",
     "plotting",
     "sgd",
+    "stats",
     "training",
     "widgets",
 ]

@@ -12,7 +12,8 @@ Conventions are those of FORMULAS.md: the Lie bracket of two vector fields is
 * after one step of task B from θ, task A's loss changes by
   −h⟨g_A, g_B⟩ + (h²/2) g_Bᵀ H_A g_B + O(h³), and g_Bᵀ H_A g_B = ⟨g_B, H_B g_A⟩ − ⟨g_B, [g_A, g_B]⟩,
   so at a minimum of task A (g_A = 0) the first forgetting is −(h²/2)⟨g_B, [g_A, g_B]⟩
-  (:func:`forgetting_terms`).
+  (:func:`ibea_lib.book.forgetting.forgetting_terms`; the forgetting helpers live in
+  :mod:`ibea_lib.book.forgetting`, the correlations in :mod:`ibea_lib.book.stats`).
 """
 
 from __future__ import annotations
@@ -22,14 +23,12 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..autodiff import Loss, check_losses, grad, hvp, model_loss
+from ..autodiff import Loss, check_losses
 from ..bea import bracket_sum, lie_bracket, order_averaged_field, sequential_field  # noqa: F401 (re-exported)
-from ..data import Split
-from ..integrate import flow
-from ..pytree import Params, add, check_lr, check_positive_int, dot, scale, sub, tree_map
+from ..integrate import flow_path
+from ..pytree import Params, check_positive_int, scale, sub, tree_map
 
 VectorField = Callable[[Tensor], Tensor]
 """A vector field x ↦ X(x) on R^d (a single tensor of shape (d,))."""
@@ -68,17 +67,6 @@ def field_bracket(X: VectorField, Y: VectorField, x: Tensor) -> Tensor:
     return dy_x - dx_y
 
 
-def flow_path(field: VectorField, x0: Tensor, t: float, steps: int = 50) -> Tensor:
-    """The points x(k t/steps), k = 0…steps, of x' = X(x), x(0) = x0, by RK4 (shape (steps+1, d))."""
-    _check_point(x0, "x0")
-    check_positive_int(steps, "steps")
-    dt = float(t) / steps
-    path = [x0.detach().clone()]
-    for _ in range(steps):
-        path.append(flow(field, path[-1], dt, steps=1))
-    return torch.stack(path)
-
-
 def parallelogram(
     X: VectorField, Y: VectorField, x0: Tensor, s: float, steps: int = 50
 ) -> dict[str, Tensor]:
@@ -87,10 +75,12 @@ def parallelogram(
     Returns the two polygonal paths ``"xy"`` and ``"yx"`` (each (2·steps+1, d)) and
     ``"gap"`` = end(X then Y) − end(Y then X), which is s²[X, Y](x0) + O(s³).
     """
-    x_then = flow_path(X, x0, s, steps)
-    xy = torch.cat([x_then, flow_path(Y, x_then[-1], s, steps)[1:]])
-    y_then = flow_path(Y, x0, s, steps)
-    yx = torch.cat([y_then, flow_path(X, y_then[-1], s, steps)[1:]])
+    _check_point(x0, "x0")
+    check_positive_int(steps, "steps")
+    x_then = flow_path(X, x0.detach(), s, steps=steps)
+    xy = torch.cat([x_then, flow_path(Y, x_then[-1], s, steps=steps)[1:]])
+    y_then = flow_path(Y, x0.detach(), s, steps=steps)
+    yx = torch.cat([y_then, flow_path(X, y_then[-1], s, steps=steps)[1:]])
     return {"xy": xy, "yx": yx, "gap": xy[-1] - yx[-1]}
 
 
@@ -156,136 +146,3 @@ def rotated_quadratic(
 def quadratic_bracket(A_a: Tensor, b_a: Tensor, A_b: Tensor, b_b: Tensor, theta: Tensor) -> Tensor:
     """Closed form [∇L_a, ∇L_b](θ) = A_b(A_aθ + b_a) − A_a(A_bθ + b_b) for quadratic tasks."""
     return A_b @ (A_a @ theta + b_a) - A_a @ (A_b @ theta + b_b)
-
-
-# --------------------------------------------------------------------------- forgetting
-
-
-def forgetting_terms(loss_a: Loss, loss_b: Loss, params: Params, lr: float) -> dict[str, float]:
-    """Second-order prediction of how one step of task B changes task A's loss.
-
-    L_A(θ − h g_B) − L_A(θ) = −h⟨g_A, g_B⟩ + (h²/2) g_Bᵀ H_A g_B + O(h³), and
-    g_Bᵀ H_A g_B = ⟨g_B, H_B g_A⟩ − ⟨g_B, [g_A, g_B]⟩. Returns ``first`` = −h⟨g_A, g_B⟩,
-    ``second`` = (h²/2) g_Bᵀ H_A g_B, ``bracket_part`` = −(h²/2)⟨g_B, [g_A, g_B]⟩,
-    ``bracket_norm`` = ‖[g_A, g_B]‖ and ``predicted`` = first + second.
-    """
-    h = check_lr(lr)
-    ga, gb = grad(loss_a, params), grad(loss_b, params)
-    br = lie_bracket(loss_a, loss_b, params)
-    first = -h * float(dot(ga, gb))
-    second = h * h / 2 * float(dot(gb, hvp(loss_a, params, gb)))
-    return {
-        "first": first,
-        "second": second,
-        "bracket_part": -h * h / 2 * float(dot(gb, br)),
-        "bracket_norm": float(torch.sqrt(dot(br, br))),
-        "predicted": first + second,
-    }
-
-
-def classification_losses(model: torch.nn.Module, split: Split) -> tuple[Loss, Loss]:
-    """(train loss, test loss) of ``model`` on ``split`` with cross-entropy, as functions of params."""
-    return (
-        model_loss(model, F.cross_entropy, split.x_train, split.y_train),
-        model_loss(model, F.cross_entropy, split.x_test, split.y_test),
-    )
-
-
-def evaluate_task(model: torch.nn.Module, params: Params, split: Split) -> dict[str, float]:
-    """Test loss and test accuracy of ``model`` with ``params`` on ``split``."""
-    with torch.no_grad():
-        logits = torch.func.functional_call(model, dict(params), (split.x_test,))
-        return {
-            "loss": float(F.cross_entropy(logits, split.y_test)),
-            "acc": float((logits.argmax(-1) == split.y_test).float().mean()),
-        }
-
-
-def forgetting(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Forgetting of a task: increase of its test loss and drop of its test accuracy."""
-    return {"loss_increase": after["loss"] - before["loss"], "acc_drop": before["acc"] - after["acc"]}
-
-
-def rank(values: Sequence[float]) -> Tensor:
-    """Ranks 0…n−1 of ``values`` (ties broken by position), as float64."""
-    t = torch.as_tensor(values, dtype=torch.float64)
-    r = torch.empty_like(t)
-    r[torch.argsort(t, stable=True)] = torch.arange(len(t), dtype=torch.float64)
-    return r
-
-
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    """Pearson correlation of two equally long sequences (at least 3 entries)."""
-    a, b = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
-    if a.shape != b.shape or a.dim() != 1 or len(a) < 3:
-        raise ValueError("pearson needs two equally long 1-D sequences with at least 3 entries")
-    a, b = a - a.mean(), b - b.mean()
-    den = float(torch.sqrt((a * a).sum() * (b * b).sum()))
-    if den == 0:
-        raise ZeroDivisionError("a correlation with a constant sequence is undefined")
-    return float((a * b).sum()) / den
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation (Pearson correlation of the ranks)."""
-    return pearson(rank(x), rank(y))
-
-
-def train_phase(
-    model: torch.nn.Module,
-    params: Params,
-    task_loss: Loss | Callable[[int], Loss],
-    lr: float,
-    steps: int,
-    *,
-    watch: tuple[Loss, Split] | None = None,
-    every: int = 10,
-    desc: str | None = None,
-    progress: bool = True,
-) -> tuple[Params, dict[str, list[float]]]:
-    """Full-batch GD on a task for ``steps`` steps, watching an earlier task A.
-
-    ``task_loss`` is a loss, or a function ``step -> loss`` (a task that changes during the phase,
-    e.g. a gradual shift; step counts from 1). With ``watch = (loss_A, split_A)`` the history holds,
-    every ``every`` steps: ``bracket`` = ‖[∇L_A, ∇L_cur]‖ (``loss_A`` is A's training loss, L_cur the
-    task of the next step), ``loss_a`` and ``acc_a`` (test loss and accuracy of task A).
-    """
-    h = check_lr(lr)
-    current = task_loss if _is_schedule(task_loss) else (lambda step: task_loss)
-
-    def update(p: Params, step: int) -> Params:
-        return add(p, grad(current(step), p), alpha=-h)
-
-    record = None
-    if watch is not None:
-        loss_a, split_a = watch
-
-        def record(p: Params, step: int) -> dict[str, float]:
-            ev = evaluate_task(model, p, split_a)
-            br = lie_bracket(loss_a, current(min(step + 1, steps)), p)
-            return {"bracket": float(torch.sqrt(dot(br, br))), "loss_a": ev["loss"], "acc_a": ev["acc"]}
-
-    from .training import run
-
-    return run(params, update, steps, record=record, every=every, desc=desc, progress=progress)
-
-
-def _is_schedule(task_loss) -> bool:
-    """True for a ``step -> loss`` schedule (marked with ``schedule.is_schedule = True``)."""
-    if not callable(task_loss):
-        raise TypeError(f"task_loss must be a loss or a schedule, got {type(task_loss).__name__}")
-    return bool(getattr(task_loss, "is_schedule", False))
-
-
-def schedule(losses: Sequence[Loss], steps: int) -> Callable[[int], Loss]:
-    """A task that changes during a phase: ``losses[k]`` for the k-th of ``len(losses)`` equal stretches
-    of ``steps`` steps (a gradual shift when ``losses`` are increasingly shifted versions of a task)."""
-    losses = check_losses(losses)
-    if steps < len(losses):
-        raise ValueError(f"steps ({steps}) must be at least the number of stages ({len(losses)})")
-
-    def current(step: int) -> Loss:
-        return losses[min((max(step, 1) - 1) * len(losses) // steps, len(losses) - 1)]
-
-    current.is_schedule = True  # type: ignore[attr-defined]
-    return current

@@ -5,17 +5,21 @@ so :func:`ibea_lib.grad`, :func:`ibea_lib.gd_field`, :func:`ibea_lib.flow` apply
 
 * :func:`quadratic_2d`: ½(λ₁θ₁² + λ₂θ₂²), an ill-conditioned bowl.
 * :func:`rosenbrock`: (a − θ₁)² + b(θ₂ − θ₁²)², a curved valley.
-* :func:`two_parameter_model`: ½(y − θ₁θ₂x)², the model of Barrett & Dherin (2021, Fig. 1):
-  its minima form the hyperbola θ₁θ₂ = y/x, and the sharpness x²(θ₁² + θ₂²) of a minimum is
-  smallest where θ₁ = θ₂.
+* :func:`two_parameter_model`: ½(η − θ₁θ₂ξ)² for one data point (ξ, η), the model of Barrett &
+  Dherin (2021, Fig. 1); the book writes θ = (x, y): its minima form the hyperbola xy = η/ξ, and
+  the sharpness ξ²(x² + y²) of a minimum is smallest where x = y.
+* :func:`rosenbrock_hessian`: the closed-form Hessian of :func:`rosenbrock` (independent of autograd).
+* :func:`modified_2d`: L + (h/4)‖∇L‖² as a loss that ``torch.func.vmap`` can evaluate on a grid.
 
-Trajectories are tensors of shape ``(n + 1, d)``: :func:`gd_trajectory` (the iterates) and
-:func:`flow_trajectory` (a flow sampled at equally spaced times, by :func:`ibea_lib.flow`).
+Trajectories are tensors of shape ``(n + 1, d)``: :func:`gd_trajectory` (the iterates); a flow
+sampled at the times 0, h, …, nh is ``ib.flow_path(field, θ0, n * h, steps=n * s)[::s]`` (RK4 with s
+sub-steps per interval). The sharpness of a small problem: ``torch.linalg.eigvalsh(hessian(L, θ))[-1]``
+or ``ib.sharpness``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -25,15 +29,15 @@ from ..autodiff import Loss, grad
 from ..integrate import flow
 from ..pytree import check_lr, check_positive_int
 
-Field = Callable[[Tensor], Tensor]
-
 
 def _check_vector(theta: Tensor, name: str = "theta") -> None:
     if not isinstance(theta, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(theta).__name__}")
     if theta.dim() != 1 or not theta.is_floating_point():
-        raise ValueError(f"{name} must be a 1-dim floating-point tensor, got shape {tuple(theta.shape)}, "
-                         f"dtype {theta.dtype}")
+        raise ValueError(
+            f"{name} must be a 1-dim floating-point tensor, got shape {tuple(theta.shape)}, "
+            f"dtype {theta.dtype}"
+        )
 
 
 def _check_2d(theta: Tensor) -> None:
@@ -74,28 +78,54 @@ def rosenbrock(a: float = 1.0, b: float = 10.0) -> Loss:
     return loss
 
 
-def two_parameter_model(x: float = 1.0, y: float = 1.0) -> Loss:
-    """E(a, b) = ½(y − a·b·x)², one data point (x, y) fitted by the prediction a·b·x.
+def rosenbrock_hessian(theta: Tensor, a: float = 1.0, b: float = 10.0) -> Tensor:
+    """The Hessian of :func:`rosenbrock` in closed form (the parameter ``a`` does not enter it).
 
-    The model of Barrett & Dherin (2021, Fig. 1). Its global minima are the hyperbola
-    a·b = y/x; the Hessian there is x²·(b, a)(b, a)ᵀ, with largest eigenvalue (sharpness)
-    x²(a² + b²) (see :func:`two_parameter_sharpness`), smallest at the balanced point a = b.
-    Gradient flow conserves a² − b²; gradient descent does not.
+    ∂²L/∂θ₁² = 2 − 4b(θ₂ − θ₁²) + 8bθ₁², ∂²L/∂θ₁∂θ₂ = −4bθ₁, ∂²L/∂θ₂² = 2b.
     """
-    x = _positive(x, "x")
-    y = float(y)
+    _check_2d(theta)
+    b = _positive(b, "b")
+    t1, t2 = theta[0], theta[1]
+    h11 = 2 - 4 * b * (t2 - t1**2) + 8 * b * t1**2
+    h12 = -4 * b * t1
+    return torch.stack([torch.stack([h11, h12]), torch.stack([h12, 2 * b + 0 * t1])])
+
+
+def two_parameter_model(xi: float = 1.0, eta: float = 1.0) -> Loss:
+    """E(x, y) = ½(η − x·y·ξ)², one data point (ξ, η) fitted by the prediction x·y·ξ.
+
+    The model of Barrett & Dherin (2021, Fig. 1), with the two parameters θ = (x, y) (the book's
+    notation, the same as in Part II). Its global minima are the hyperbola x·y = η/ξ; the Hessian
+    there is ξ²·(y, x)(y, x)ᵀ, with largest eigenvalue (sharpness) ξ²(x² + y²)
+    (see :func:`two_parameter_sharpness`), smallest at the balanced point x = y.
+    Gradient flow conserves x² − y²; gradient descent does not.
+    """
+    xi = _positive(xi, "xi")
+    eta = float(eta)
 
     def loss(theta: Tensor) -> Tensor:
         _check_2d(theta)
-        return 0.5 * (y - theta[0] * theta[1] * x) ** 2
+        return 0.5 * (eta - theta[0] * theta[1] * xi) ** 2
 
     return loss
 
 
-def two_parameter_sharpness(theta: Tensor, x: float = 1.0) -> Tensor:
-    """x²(a² + b²): the largest Hessian eigenvalue of :func:`two_parameter_model` at a minimum."""
+def two_parameter_sharpness(theta: Tensor, xi: float = 1.0) -> Tensor:
+    """ξ²(x² + y²): the largest Hessian eigenvalue of :func:`two_parameter_model` at a minimum."""
     _check_2d(theta)
-    return _positive(x, "x") ** 2 * (theta[0] ** 2 + theta[1] ** 2)
+    return _positive(xi, "xi") ** 2 * (theta[0] ** 2 + theta[1] ** 2)
+
+
+def modified_2d(loss: Loss, lr: float) -> Loss:
+    """θ ↦ L(θ) + (h/4)‖∇L(θ)‖², h = ``lr``, written with ``torch.func.grad`` so that it can be
+    vmapped (for :func:`contour`); it agrees with :func:`ibea_lib.modified_loss`."""
+    h = check_lr(lr)
+    grad_fn = torch.func.grad(loss)
+
+    def modified(theta: Tensor) -> Tensor:
+        return loss(theta) + (h / 4) * (grad_fn(theta) ** 2).sum()
+
+    return modified
 
 
 # ---------------------------------------------------------------------------- derivatives
@@ -105,11 +135,6 @@ def hessian(loss: Loss, theta: Tensor) -> Tensor:
     """The d×d Hessian ∇²L(θ) of a loss on a 1-dim tensor (small d only)."""
     _check_vector(theta)
     return torch.autograd.functional.hessian(loss, theta.detach())
-
-
-def sharpness(loss: Loss, theta: Tensor) -> Tensor:
-    """The largest eigenvalue of ∇²L(θ) (small d only)."""
-    return torch.linalg.eigvalsh(hessian(loss, theta))[-1]
 
 
 def gd_field_second_order(loss: Loss, theta: Tensor, lr: float) -> Tensor:
@@ -147,48 +172,32 @@ def gd_trajectory(loss: Loss, theta0: Tensor, lr: float, steps: int) -> Tensor:
     return torch.stack(out)
 
 
-def flow_trajectory(field: Field, theta0: Tensor, dt: float, points: int, substeps: int = 10) -> Tensor:
-    """θ(0), θ(dt), …, θ(points·dt) of θ' = F(θ), as a tensor (points + 1, d).
-
-    Each interval of length dt is integrated by RK4 with ``substeps`` sub-steps
-    (:func:`ibea_lib.flow`). Use ``field = lambda p: -ib.grad(L, p)`` for the gradient flow and
-    ``lambda p: ib.gd_field(L, p, h)`` for the modified flow of GD with step h.
-    """
-    _check_vector(theta0, "theta0")
-    dt = _positive(dt, "dt")
-    points = check_positive_int(points, "points")
-    out = [theta0.detach().clone()]
-    for _ in range(points):
-        out.append(flow(field, out[-1], dt, steps=substeps))
-    return torch.stack(out)
-
-
-def max_distance(a: Tensor, b: Tensor) -> float:
-    """max_k ‖a_k − b_k‖ between two trajectories of the same shape (n + 1, d)."""
+def max_distance(a: Tensor, b: Tensor) -> Tensor:
+    """max_k ‖a_k − b_k‖ between two trajectories of the same shape (n + 1, d), a 0-dim tensor."""
     if a.shape != b.shape or a.dim() != 2:
         raise ValueError(
             f"trajectories must have the same shape (n + 1, d), got {tuple(a.shape)} and {tuple(b.shape)}"
         )
-    return float((a - b).norm(dim=1).max())
+    return (a - b).norm(dim=1).max()
 
 
 def global_errors(
     loss: Loss, theta0: Tensor, lrs: Sequence[float], t_end: float, substeps: int = 20
-) -> list[float]:
-    """‖θ_n − θ(t_end)‖ for each h in ``lrs``, with n = t_end / h GD steps (must be an integer).
+) -> Tensor:
+    """‖θ_n − θ(t_end)‖ for each h in ``lrs`` (a 1-D tensor), with n = t_end / h GD steps (an integer).
 
     θ(t) is the gradient flow from θ0, sampled at the same times by RK4 (``substeps`` per step).
     """
     errors = []
     for h in lrs:
-        h = check_lr(h, "every entry of lrs")
+        h = check_lr(float(h), "every entry of lrs")
         n = round(t_end / h)
         if n < 1 or abs(n * h - t_end) > 1e-9 * max(1.0, t_end):
             raise ValueError(f"t_end / h must be a positive integer; got t_end={t_end}, h={h}")
         gd = gd_trajectory(loss, theta0, h, n)[-1]
         exact = flow(lambda p: -grad(loss, p), theta0, t_end, steps=n * substeps)
-        errors.append(float((gd - exact).norm()))
-    return errors
+        errors.append((gd - exact).norm())
+    return torch.stack(errors)
 
 
 # ---------------------------------------------------------------------------- pictures
@@ -229,8 +238,15 @@ def contour(
     if log:
         lo = max(float(Z.min()), 1e-6 * float(Z.max()), 1e-12)
         lv = np.geomspace(lo, float(Z.max()), levels)
-        ax.contourf(X, Y, np.maximum(Z, lo), levels=lv, cmap="Greys_r", alpha=0.35,
-                    norm=plt.matplotlib.colors.LogNorm())
+        ax.contourf(
+            X,
+            Y,
+            np.maximum(Z, lo),
+            levels=lv,
+            cmap="Greys_r",
+            alpha=0.35,
+            norm=plt.matplotlib.colors.LogNorm(),
+        )
         ax.contour(X, Y, np.maximum(Z, lo), levels=lv, colors="k", linewidths=0.3, alpha=0.4)
     else:
         ax.contourf(X, Y, Z, levels=levels, cmap="Greys_r", alpha=0.35)

@@ -57,4 +57,35 @@ def order_plot(
     if title:
         ax.set_title(title)
     ax.legend()
+    log_ticks(ax)
     return slopes
+
+
+def log_ticks(ax: plt.Axes, *, minimum: int = 2) -> None:
+    """Make sure every log-scaled axis of ``ax`` shows at least ``minimum`` tick labels.
+
+    Matplotlib labels only the powers of ten; a range shorter than a decade then shows one label
+    or none. Such an axis gets labelled ticks at 1, 2 and 5 times the powers of ten in its range
+    (and at every integer multiple if that is still too few).
+    """
+    import math
+
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    def label(v, _pos=None):
+        return f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e")
+
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() != "log" or not (lo > 0 and hi > 0):
+            continue
+        lo, hi = min(lo, hi), max(lo, hi)
+        powers = [10.0**k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)]
+        if sum(lo <= p <= hi for p in powers) >= minimum:
+            continue
+        for mults in ((1, 2, 5), range(1, 10)):
+            ticks = [m * p for p in powers for m in mults if lo <= m * p <= hi]
+            if len(ticks) >= minimum:
+                break
+        axis.set_major_locator(FixedLocator(ticks))
+        axis.set_major_formatter(FuncFormatter(label))
+        axis.set_minor_formatter(NullFormatter())

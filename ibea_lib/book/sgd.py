@@ -22,7 +22,7 @@ from torch import Tensor
 from .. import bea
 from ..autodiff import Loss, check_losses, grad, model_loss
 from ..integrate import sequential_steps
-from ..pytree import Params, flatten, scale, tree_map
+from ..pytree import Params, check_positive_int, flatten, scale, tree_map
 
 
 def minibatch_losses(
@@ -88,6 +88,38 @@ def reshuffled_mean_epoch(
     for e in ends[1:]:
         total = tree_map(torch.add, total, e)
     return scale(total, 1.0 / len(ends))
+
+
+def epoch_path(
+    batch_losses: Sequence[Loss],
+    params: Tensor,
+    lr: float,
+    epochs: int,
+    *,
+    order: Sequence[int] | None = None,
+    reshuffle: bool = False,
+    seed: int = 0,
+) -> Tensor:
+    """The epoch end points θ_0, θ_1, …, θ_E of SGD on a tensor of parameters, shape (E + 1, d).
+
+    ``reshuffle=False``: every epoch visits the batches in ``order`` (default 0, 1, …, a fixed
+    order). ``reshuffle=True``: every epoch draws a fresh random order (random reshuffling) from a
+    local generator seeded with ``seed`` (``order`` must then be None).
+    """
+    losses = check_losses(batch_losses)
+    if not isinstance(params, Tensor):
+        raise TypeError(f"params must be a torch.Tensor (one parameter vector), got {type(params).__name__}")
+    epochs = check_positive_int(epochs, "epochs")
+    if reshuffle and order is not None:
+        raise ValueError("pass either order= (a fixed order) or reshuffle=True, not both")
+    m = len(losses)
+    fixed = list(range(m)) if order is None else _check_order(order, m)
+    gen = torch.Generator().manual_seed(seed)
+    out = [params.detach().clone()]
+    for _ in range(epochs):
+        sigma = torch.randperm(m, generator=gen).tolist() if reshuffle else fixed
+        out.append(epoch(losses, out[-1], lr, sigma).detach())
+    return torch.stack(out)
 
 
 def gradient_variance(batch_losses: Sequence[Loss], params: Params) -> Tensor:
