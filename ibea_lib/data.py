@@ -71,18 +71,32 @@ def digits(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> Split:
-    """scikit-learn's 8×8 digits, pixels scaled to [0, 1] then centred (mean image removed).
+    """scikit-learn's 8×8 digits, pixels scaled to [0, 1] then centred (mean training image removed).
 
-    Inputs have 64 features, labels are 0…9. The split is stratified-by-shuffle with ``seed``.
+    Inputs have 64 features, labels are 0…9. The split is stratified: within each class, a
+    permutation drawn from a generator seeded with ``seed`` sends round(``test_fraction`` × the
+    class size) images to the test set and the rest to the training set, so both sets have the
+    class proportions of the whole set (to one image per class). Each set is then shuffled with
+    the same generator (batches cut in order are not sorted by class).
     """
     from sklearn.datasets import load_digits
 
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     data = load_digits()
     x = torch.tensor(data.data, dtype=torch.float64) / 16.0
     y = torch.tensor(data.target, dtype=torch.long)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    n_test = int(round(test_fraction * len(y)))
-    test, train = order[:n_test], order[n_test:]
+    gen = torch.Generator().manual_seed(seed)
+    train_parts, test_parts = [], []
+    for label in range(int(y.max()) + 1):
+        members = (y == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        n_test = int(round(test_fraction * len(members)))
+        test_parts.append(members[:n_test])
+        train_parts.append(members[n_test:])
+    train, test = torch.cat(train_parts), torch.cat(test_parts)
+    train = train[torch.randperm(len(train), generator=gen)]
+    test = test[torch.randperm(len(test), generator=gen)]
     mean = x[train].mean(0)
     x = (x - mean).to(dtype)
     return Split(x[train], y[train], x[test], y[test]).to(device)

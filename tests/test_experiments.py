@@ -9,14 +9,10 @@ import ibea_lib as ib
 import ibea_lib.book.experiments  # noqa: F401
 from ibea_lib import sgd_modified_loss
 from ibea_lib.book.experiments import (
-    at_levels,
-    format_table,
     gd_update,
     microbatch_penalty,
     modified_gd_update,
     pick_scale,
-    sgd_train,
-    summarize,
     trajectory,
 )
 
@@ -39,29 +35,6 @@ def test_pick_scale():
         pick_scale("tpu", cpu, gpu)
     with pytest.raises(ValueError, match="lacks"):
         pick_scale("gpu", cpu, {"widht": 3})
-
-
-def test_at_levels_exponential_closed_form():
-    # loss(t) = e^{-t}, value(t) = 3 e^{-2t}: at loss ℓ the value is 3 ℓ² (exact in log-log)
-    t = torch.linspace(0, 5, 11, dtype=torch.float64)
-    losses, values = torch.exp(-t), 3 * torch.exp(-2 * t)
-    levels = [0.5, 0.1, 0.02, 1e-4, 2.0]
-    got = at_levels(losses.tolist(), values.tolist(), levels)
-    for level, v in zip(levels[:3], got[:3]):
-        assert v == pytest.approx(3 * level**2, rel=1e-12)
-    assert math.isnan(got[3]) and math.isnan(got[4])  # never reached / reached at the start
-
-
-def test_at_levels_linear_and_first_crossing():
-    # non-monotone curve: the first crossing counts
-    losses = [4.0, 2.0, 3.0, 1.0]
-    values = [10.0, 20.0, 30.0, 40.0]
-    assert at_levels(losses, values, [3.0], log=False) == [pytest.approx(15.0)]
-    assert at_levels(losses, values, [1.5], log=False) == [pytest.approx(37.5)]
-    with pytest.raises(ValueError):
-        at_levels([1.0], [1.0], [0.5])
-    with pytest.raises(ValueError, match="positive"):
-        at_levels([1.0, -1.0], [1.0, 1.0], [0.5])
 
 
 def test_modified_gd_update_matches_gd_field():
@@ -126,79 +99,183 @@ def test_microbatch_penalty_matches_sgd_modified_loss():
         microbatch_penalty(model, CE, x, y, 5)
 
 
-def test_sgd_train_full_batch_is_gd_and_checks_input():
-    model, x, y = small_problem(n=24)
-    split = ib.data.Split(x, y, x, y)
-    theta0 = ib.params_of(model)
-    # one full batch, plain: the same as 5 GD steps
-    result = sgd_train(model, CE, split, batch_size=24, lr=0.5, steps=5, seed=0, progress=False)
-    loss = ib.model_loss(model, CE, x, y)
-    theta = theta0
-    for _ in range(5):
-        theta = ib.gd_step(loss, theta, 0.5)
-    assert result["train_loss"] == pytest.approx(float(loss(theta)), rel=1e-10)
-    # full batch with the regularizer on micro-batches = GD on sgd_modified_loss
-    result = sgd_train(
-        model, CE, split, batch_size=24, lr=0.5, steps=3, seed=0, reg_lr=0.4, micro_size=8, progress=False
-    )
-    # each epoch (here: each step) cuts a fresh permutation into micro-batches of 8
-    gen = torch.Generator().manual_seed(0)
-    theta = theta0
-    for _ in range(3):
-        perm = torch.randperm(24, generator=gen)
-        losses = [ib.model_loss(model, CE, x[perm[i : i + 8]], y[perm[i : i + 8]]) for i in range(0, 24, 8)]
-        leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-        grads = torch.autograd.grad(sgd_modified_loss(losses, leaves, 0.4), list(leaves.values()))
-        theta = {k: v - 0.5 * g for (k, v), g in zip(theta.items(), grads)}
-    assert result["train_loss"] == pytest.approx(float(loss(theta)), rel=1e-10)
-    with pytest.raises(ValueError, match="micro_size"):
-        sgd_train(model, CE, split, batch_size=24, lr=0.5, steps=1, seed=0, reg_lr=0.1, progress=False)
-    with pytest.raises(ValueError, match="multiple"):
-        sgd_train(
-            model, CE, split, batch_size=24, lr=0.5, steps=1, seed=0, reg_lr=0.1, micro_size=5, progress=False
-        )
-    with pytest.raises(ValueError, match="exceeds"):
-        sgd_train(model, CE, split, batch_size=25, lr=0.5, steps=1, seed=0, progress=False)
+def _toy_split(n=40, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    xt = torch.randn(10, 5, generator=gen, dtype=torch.float64)
+    yt = torch.randint(0, 3, (10,), generator=gen)
+    return ib.data.Split(x, y, xt, yt)
 
 
-def test_sgd_train_reshuffles_every_epoch():
-    # with batch 12 of 24 examples, two steps make one epoch that visits every example once:
-    # for a linear least-squares model the two-step result can be checked by hand
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(24, 2, generator=gen, dtype=torch.float64)
-    y = torch.randn(24, 1, generator=gen, dtype=torch.float64)
-    model = torch.nn.Linear(2, 1, bias=False).double()
-    mse = torch.nn.functional.mse_loss
-    split = ib.data.Split(x, y, x, y)
-    w0 = model.weight.detach().clone()
-    result = sgd_train(model, mse, split, batch_size=12, lr=0.1, steps=2, seed=5, progress=False)
-    perm = torch.randperm(24, generator=torch.Generator().manual_seed(5))
-    w = w0.clone()
-    for idx in (perm[:12], perm[12:]):
-        xb, yb = x[idx], y[idx]
-        g = 2 * (xb @ w.T - yb).T @ xb / 12
-        w = w - 0.1 * g
-    assert result["train_loss"] == pytest.approx(float(mse(x @ w.T, y)), rel=1e-12)
+def _toy_model(seed=0):
+    return ib.models.mlp([5, 6, 3], "tanh", seed=seed, dtype=torch.float64)
 
 
-def test_summarize_and_format():
-    rows = [{"B": b, "seed": s, "acc": 0.9 + 0.01 * s + 0.1 * (b == 8)} for b in (8, 64) for s in range(4)]
-    summary = summarize(rows, ["B"], ["acc"])
-    assert [r["B"] for r in summary] == [8, 64]
-    vals = torch.tensor([0.9 + 0.01 * s for s in range(4)], dtype=torch.float64)
-    assert summary[1]["acc"] == pytest.approx(float(vals.mean()))
-    assert summary[1]["acc_se"] == pytest.approx(float(vals.std() / 2))
-    assert summary[0]["n"] == 4
-    text = format_table(summary, ["B"], ["acc"], digits=2, scale={"acc": 100})
-    assert "101.50 ± 0.65" in text and text.splitlines()[0].split() == ["B", "acc"]
-    with pytest.raises(KeyError):
-        summarize([{"B": 1}], ["B"], ["acc"])
-    with pytest.raises(ValueError):
-        summarize([], ["B"], ["acc"])
+def test_top_eigenvalue_quadratic_and_warm_start():
+    from ibea_lib.book.experiments import top_eigenvalue
 
-
-def test_sharpness_quadratic():
-    A, b = ib.data.random_quadratic(6, seed=1, spread=3.0)
+    A, b = ib.data.random_quadratic(7, seed=2, spread=4.0)
     loss = ib.data.quadratic_loss(A, b)
-    lam = ib.book.experiments.sharpness(loss, torch.zeros(6, dtype=torch.float64), iters=200)
-    assert lam == pytest.approx(float(torch.linalg.eigvalsh(A)[-1]), rel=1e-6)
+    theta = torch.zeros(7, dtype=torch.float64)
+    evals, evecs = torch.linalg.eigh(A)
+    lam, v = top_eigenvalue(loss, theta, iters=300)
+    assert lam.dim() == 0 and float(lam) == pytest.approx(float(evals[-1]), rel=1e-8)
+    assert abs(float(v @ evecs[:, -1])) == pytest.approx(1.0, abs=1e-6)
+    # started at the eigenvector, one iteration is exact
+    lam1, _ = top_eigenvalue(loss, theta, iters=1, init=evecs[:, -1].clone())
+    assert float(lam1) == pytest.approx(float(evals[-1]), rel=1e-12)
+    # on a network: the Rayleigh quotient agrees with one independent ib.hvp
+    model, x, y = small_problem()
+    f = ib.model_loss(model, CE, x, y)
+    p = ib.params_of(model)
+    lam, v = top_eigenvalue(f, p, iters=200)
+    hv = ib.hvp(f, p, v)
+    assert float(ib.dot(v, hv)) == pytest.approx(float(lam), rel=1e-6)
+    assert float(ib.norm(ib.sub(hv, ib.scale(v, float(lam))))) < 1e-3 * abs(float(lam))
+
+
+def test_train_to_loss_full_batch_is_gd_until_threshold():
+    from ibea_lib.book.experiments import train_to_loss
+
+    split, model = _toy_split(), _toy_model()
+    loss = ib.model_loss(model, CE, split.x_train, split.y_train)
+    theta, k = ib.params_of(model), 0
+    threshold = 0.9 * float(loss(theta))
+    while float(loss(theta)) >= threshold:
+        theta = ib.gd_step(loss, theta, 0.3)
+        k += 1
+    r = train_to_loss(model, CE, split, lr=0.3, threshold=threshold, max_steps=10_000, progress=False)
+    assert bool(r["reached"]) and not bool(r["diverged"]) and int(r["steps"]) == k
+    assert float(r["time"]) == pytest.approx(0.3 * k)
+    assert float(r["train_loss"]) == pytest.approx(float(loss(theta)), rel=1e-10)
+    g = ib.grad(loss, theta)
+    assert float(r["grad_norm2"]) == pytest.approx(float(ib.dot(g, g)), rel=1e-8)
+    test_loss = ib.model_loss(model, CE, split.x_test, split.y_test)(theta)
+    assert float(r["test_loss"]) == pytest.approx(float(test_loss), rel=1e-10)
+    assert len(r["history"]["loss"]) == k + 1 and float(r["history"]["loss"][-1]) < threshold
+    # the caller's model is not changed
+    assert all(torch.equal(a, b) for a, b in zip(ib.params_of(model).values(), model.state_dict().values()))
+    # a step far beyond the stability limit is reported as divergence, not as an error
+    bad = train_to_loss(model, CE, split, lr=500.0, threshold=1e-3, max_steps=200, progress=False)
+    assert bool(bad["diverged"]) and not bool(bad["reached"])
+
+
+def test_train_to_loss_grad_norm_penalty_is_gd_on_modified_loss():
+    from ibea_lib.book.experiments import train_to_loss
+
+    split, model = _toy_split(), _toy_model(1)
+    loss = ib.model_loss(model, CE, split.x_train, split.y_train)
+    theta = ib.params_of(model)
+    for _ in range(4):
+        g = ib.grad(lambda p: ib.modified_loss(loss, p, 0.8), theta)
+        theta = ib.add(theta, g, alpha=-0.2)
+    r = train_to_loss(model, CE, split, lr=0.2, reg_lr=0.8, threshold=1e-9, max_steps=4, progress=False)
+    assert int(r["steps"]) == 4 and not bool(r["reached"])
+    assert float(ib.norm(ib.sub(r["params"], theta))) < 1e-12
+
+
+@pytest.mark.parametrize("penalty", ["micro", "micro_variance"])
+def test_train_to_loss_micro_penalties_match_sgd_modified_loss(penalty):
+    from ibea_lib.book.experiments import train_to_loss
+
+    split, model = _toy_split(n=24), _toy_model(2)
+    x, y = split.x_train, split.y_train
+    full = ib.model_loss(model, CE, x, y)
+    theta = ib.params_of(model)
+    lam, h = 0.6, 0.25
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(3):  # full batch: a fresh random partition into micro-batches at every step
+        perm = torch.randperm(24, generator=gen)
+        micro = [ib.model_loss(model, CE, x[perm[i : i + 6]], y[perm[i : i + 6]]) for i in range(0, 24, 6)]
+
+        def objective(p, micro=micro):
+            # sgd_modified_loss = mean micro loss (= L) + (λ/4)·mean ‖∇L_j‖²
+            out = ib.sgd_modified_loss(micro, p, lam)
+            if penalty == "micro_variance":
+                out = out - (ib.modified_loss(full, p, lam) - full(p))
+            return out
+
+        theta = ib.add(theta, ib.grad(objective, theta), alpha=-h)
+    r = train_to_loss(
+        model,
+        CE,
+        split,
+        lr=h,
+        reg_lr=lam,
+        penalty=penalty,
+        micro_size=6,
+        seed=7,
+        threshold=1e-9,
+        max_steps=3,
+        progress=False,
+    )
+    assert float(ib.norm(ib.sub(r["params"], theta))) < 1e-12
+
+
+def test_train_to_loss_minibatches_reshuffle_and_check_every():
+    from ibea_lib.book.experiments import train_to_loss
+
+    split, model = _toy_split(n=24), _toy_model(3)
+    x, y = split.x_train, split.y_train
+    theta = ib.params_of(model)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(3):  # 3 epochs of 2 batches of 12
+        perm = torch.randperm(24, generator=gen)
+        for idx in (perm[:12], perm[12:]):
+            theta = ib.gd_step(ib.model_loss(model, CE, x[idx], y[idx]), theta, 0.4)
+    r = train_to_loss(
+        model,
+        CE,
+        split,
+        lr=0.4,
+        batch_size=12,
+        seed=5,
+        threshold=1e-9,
+        max_steps=6,
+        check_every=4,
+        progress=False,
+    )
+    assert float(ib.norm(ib.sub(r["params"], theta))) < 1e-12
+    assert r["history"]["step"].tolist() == [0, 4, 6]
+    with pytest.raises(ValueError, match="micro_size"):
+        train_to_loss(
+            model, CE, split, lr=0.1, threshold=0.1, max_steps=1, reg_lr=0.1, penalty="micro", progress=False
+        )
+    with pytest.raises(ValueError, match="multiple"):
+        train_to_loss(
+            model,
+            CE,
+            split,
+            lr=0.1,
+            threshold=0.1,
+            max_steps=1,
+            reg_lr=0.1,
+            penalty="micro",
+            micro_size=5,
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="penalty"):
+        train_to_loss(model, CE, split, lr=0.1, threshold=0.1, max_steps=1, penalty="l2", progress=False)
+    with pytest.raises(ValueError, match="exceeds"):
+        train_to_loss(model, CE, split, lr=0.1, threshold=0.1, max_steps=1, batch_size=25, progress=False)
+
+
+def test_t_interval_and_gap_fractions():
+    from ibea_lib.book.experiments import format_interval, gap_fractions, t_interval
+
+    iv = t_interval([1.0, 2.0, 3.0])
+    t975_2df = 0.95 / math.sqrt(2 * 0.975 * 0.025)  # t quantile, 2 df, closed form (2p−1)/√(2p(1−p))
+    assert float(iv["t"]) == pytest.approx(t975_2df, rel=1e-9)
+    assert float(iv["low"]) == pytest.approx(2 - t975_2df / math.sqrt(3), rel=1e-12)
+    assert float(iv["high"]) == pytest.approx(2 + t975_2df / math.sqrt(3), rel=1e-12)
+    assert int(iv["n"]) == 3
+    assert format_interval(iv, scale=10, digits=0) == "20 [-5, 45]"
+    # large n: close to the normal quantile
+    assert float(t_interval(torch.arange(1000.0))["t"]) == pytest.approx(1.962, abs=1e-3)
+    with pytest.raises(ValueError):
+        t_interval([1.0])
+    f = gap_fractions([0.6, 0.5], [0.65, 0.5], [0.7, 0.6])
+    assert f.tolist() == pytest.approx([0.5, 0.0])
+    with pytest.raises(ValueError):
+        gap_fractions([0.6], [0.6, 0.7], [0.8])

@@ -2,15 +2,18 @@
 
 * :func:`pick_scale` — one switch (``"cpu"`` / ``"gpu"``) between a setting that fits the book's
   CPU budget and a larger one for a reader with a GPU.
-* :func:`gd_update`, :func:`modified_gd_update` — full-batch updates θ ← θ − h∇L and
-  θ ← θ − h∇(L + (H/4)‖∇L‖²) (gradient descent on the explicitly regularized loss);
-  :func:`trajectory` runs one of them with :func:`ibea_lib.training.run`, recording the loss,
-  ‖∇L‖² and snapshots of θ at given times t = steps·h.
-* :func:`at_levels` — a quantity read off a training curve where the loss first reaches given
-  levels (the "at equal loss" comparison of implicit gradient regularization).
-* :func:`microbatch_penalty`, :func:`sgd_train` — minibatch SGD with random reshuffling, with or
-  without the explicit SGD regularizer (λ/4)·mean_j ‖∇L_j‖² over micro-batches j of each batch.
-* :func:`summarize`, :func:`format_table` — mean ± standard error over seeds, as a table.
+* :func:`train_to_loss` — (S)GD on a model until the training loss first drops below a threshold
+  (the "equal training loss" comparison), optionally with an explicit penalty: the gradient-norm
+  regularizer of implicit gradient regularization, or the micro-batch regularizer of SGD (full, or
+  only its gradient-variance part); it records the sharpness along the way on request.
+  :func:`run_grid` runs it for several configurations and seeds, paired by initialization.
+* :func:`top_eigenvalue` — the sharpness λ_max(∇²L) by (warm-startable) power iteration on
+  Hessian-vector products; :func:`make_mlp` — a seeded MLP that leaves the global RNG alone.
+* :func:`t_interval`, :func:`paired`, :func:`gap_fractions`, :func:`format_interval` — means with
+  Student-t intervals (n − 1 degrees of freedom) over seeds, paired differences, fractions of a gap.
+* :func:`gd_update`, :func:`modified_gd_update`, :func:`trajectory` — full-batch updates
+  θ ← θ − h∇L and θ ← θ − h∇(L + (λ/4)‖∇L‖²) run for a time with snapshots (trajectory matching).
+* :func:`microbatch_penalty` — params ↦ mean_j ‖∇L_j‖² over micro-batches j (vmap), differentiable.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from torch import Tensor
 from ..autodiff import Loss, value_and_grad
 from ..bea import modified_loss
 from ..pytree import Params, add, check_lr, dot, flatten, rebuild, tensors
-from .training import accuracy, mean_and_stderr, run
+from .training import run
 
 SCALES = ("cpu", "gpu")
 
@@ -54,30 +57,6 @@ def _check_count(value: int, name: str, minimum: int = 1) -> int:
 
 
 # --------------------------------------------------------------------------- full-batch GD
-
-
-def sharpness(loss: Loss, params: Params, iters: int = 30, seed: int = 0) -> float:
-    """λ_max(∇²L(θ)), the largest Hessian eigenvalue, by power iteration on ``hvp``.
-
-    Returns the Rayleigh quotient vᵀHv/vᵀv after ``iters`` iterations from a seeded random v
-    (it converges to the eigenvalue of largest *modulus*; near a minimum that is λ_max ≥ 0).
-    GD on a quadratic is stable for h < 2/λ_max, and backward error analysis expands in h·λ_max.
-    """
-    from ..autodiff import hvp
-
-    _check_count(iters, "iters")
-    gen = torch.Generator().manual_seed(seed)
-    draws = [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device) for t in tensors(params)]
-    v = rebuild(params, draws)
-    lam = 0.0
-    for _ in range(iters):
-        hv = hvp(loss, params, v)
-        lam = float(dot(v, hv) / dot(v, v))
-        size = float(dot(hv, hv)) ** 0.5
-        if size == 0.0:
-            return 0.0
-        v = rebuild(hv, [t / size for t in tensors(hv)])
-    return lam
 
 
 def gd_update(loss: Loss, lr: float) -> Callable[[Params, int], Params]:
@@ -173,42 +152,6 @@ def _run_sparse(params, update, steps, record, *, desc, progress):
     return history
 
 
-def at_levels(
-    losses: Sequence[float], values: Sequence[float], levels: Sequence[float], *, log: bool = True
-) -> list[float]:
-    """``values`` read off where the recorded ``losses`` first drop to each of ``levels``.
-
-    For each level ℓ, find the first record i with losses[i] ≤ ℓ < losses[i−1] and interpolate
-    linearly in the loss between records i−1 and i (in log(value) and log(loss) when ``log``,
-    natural for quantities that decay exponentially). A level the curve never reaches (or
-    starts below) gives NaN.
-    """
-    loss_t = torch.as_tensor(losses, dtype=torch.float64)
-    val_t = torch.as_tensor(values, dtype=torch.float64)
-    if loss_t.dim() != 1 or loss_t.shape != val_t.shape or len(loss_t) < 2:
-        raise ValueError(
-            f"losses and values must be 1-D of the same length ≥ 2, got {tuple(loss_t.shape)} "
-            f"and {tuple(val_t.shape)}"
-        )
-    if log and (bool((loss_t <= 0).any()) or bool((val_t <= 0).any())):
-        raise ValueError("log interpolation needs positive losses and values (use log=False)")
-    out = []
-    for level in levels:
-        below = (loss_t <= level).nonzero()
-        if len(below) == 0 or int(below[0]) == 0:
-            out.append(float("nan"))
-            continue
-        i = int(below[0])
-        x0, x1, y0, y1 = loss_t[i - 1], loss_t[i], val_t[i - 1], val_t[i]
-        x = torch.tensor(float(level), dtype=torch.float64)
-        if log:
-            x0, x1, x, y0, y1 = x0.log(), x1.log(), x.log(), y0.log(), y1.log()
-        w = (x0 - x) / (x0 - x1)
-        y = y0 + w * (y1 - y0)
-        out.append(float(y.exp() if log else y))
-    return out
-
-
 # --------------------------------------------------------------------------- minibatch SGD
 
 
@@ -248,148 +191,334 @@ def microbatch_penalty(
     return penalty
 
 
-def sgd_train(
+# --------------------------------------------------------------------------- Part IV on MNIST-1D
+
+PENALTIES = ("grad_norm", "micro", "micro_variance")
+
+
+def make_mlp(sizes: Sequence[int], activation: str = "relu", *, seed: int, device="cpu") -> torch.nn.Module:
+    """:func:`ibea_lib.models.mlp` built without touching the caller's global torch RNG."""
+    from ..models import mlp
+
+    with torch.random.fork_rng(devices=[]):
+        return mlp(sizes, activation, seed=seed, device=device)
+
+
+def top_eigenvalue(
+    loss: Loss, params: Params, *, iters: int = 20, init: Params | None = None, seed: int = 0
+) -> tuple[Tensor, Params]:
+    """λ_max(∇²L(θ)) and its eigenvector, by power iteration on Hessian-vector products.
+
+    ∇L is built once with its graph; each iteration is one extra reverse pass
+    (H v = ∇⟨∇L, v⟩, read off the same graph). ``init`` warm-starts the iteration (for instance
+    with the eigenvector found at the previous point of a training run); otherwise it starts
+    from a seeded Gaussian vector. Returns (Rayleigh quotient vᵀHv/vᵀv as a 0-dim tensor, v
+    normalized). Power iteration finds the eigenvalue of largest *modulus*; near a minimum and
+    along GD training that is the top eigenvalue λ_max ≥ 0 (the "sharpness").
+    """
+    _check_count(iters, "iters")
+    leaves = [t.detach().requires_grad_(True) for t in tensors(params)]
+    tree = rebuild(params, leaves)
+    with torch.enable_grad():
+        g = torch.autograd.grad(loss(tree), leaves, create_graph=True)
+    if init is None:
+        gen = torch.Generator().manual_seed(seed)
+        v = [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device) for t in leaves]
+    else:
+        v = [t.detach().clone() for t in tensors(init)]
+    size = torch.sqrt(sum((t * t).sum() for t in v))
+    v = [t / size for t in v]
+    lam = torch.zeros((), dtype=leaves[0].dtype)
+    for _ in range(iters):
+        hv = torch.autograd.grad(g, leaves, grad_outputs=v, retain_graph=True, allow_unused=True)
+        hv = [torch.zeros_like(t) if h is None else h for h, t in zip(hv, leaves)]
+        lam = sum((a * b).sum() for a, b in zip(v, hv)).detach()
+        size = torch.sqrt(sum((t * t).sum() for t in hv))
+        if float(size) == 0.0:
+            return torch.zeros((), dtype=lam.dtype), rebuild(params, v)
+        v = [t.detach() / size for t in hv]
+    return lam, rebuild(params, v)
+
+
+def train_to_loss(
     model: torch.nn.Module,
     criterion: Callable[[Tensor, Tensor], Tensor],
     split,
     *,
-    batch_size: int,
     lr: float,
-    steps: int,
-    seed: int,
+    threshold: float,
+    max_steps: int,
+    batch_size: int | None = None,
+    seed: int = 0,
     reg_lr: float = 0.0,
+    penalty: str = "grad_norm",
     micro_size: int | None = None,
-    measure_micro: int | None = None,
-    desc: str | None = None,
+    check_every: int = 1,
+    sharpness_every: int | None = None,
+    sharpness_iters: int = 8,
     progress: bool = True,
-) -> dict[str, float]:
-    """Train ``model``'s parameters (from their current values) with minibatch SGD.
+    desc: str | None = None,
+) -> dict[str, Any]:
+    """Train a copy of ``model`` with (S)GD until the training loss first drops below ``threshold``.
 
-    Random reshuffling: each epoch draws a permutation of the training set (generator seeded
-    with ``seed``) and takes consecutive batches of ``batch_size``; the incomplete last batch
-    is dropped. Each step is θ ← θ − h ∇J_B(θ) with
+    Each step is θ ← θ − h ∇(L_B + (λ/4)·P_B) with h = ``lr``, λ = ``reg_lr`` (0: plain (S)GD),
+    L_B the mean loss on the current batch (the whole training set when ``batch_size`` is None)
+    and the explicit penalty P_B given by ``penalty``:
 
-        J_B = L_B + (λ/4) · (1/J) Σ_j ‖∇L_{B,j}‖²    (λ = ``reg_lr``),
+    * ``"grad_norm"``: ‖∇L_B‖² (on the full batch: the IGR regularizer of Barrett & Dherin);
+    * ``"micro"``: (1/J) Σ_j ‖∇L_{B,j}‖², the J = B/b micro-batches of b = ``micro_size``
+      examples (the SGD regularizer of batch size b, Smith et al. 2021);
+    * ``"micro_variance"``: (1/J) Σ_j ‖∇L_{B,j}‖² − ‖∇L_B‖², only the part of it beyond what
+      (S)GD with batch B already supplies (the gradient-variance part).
 
-    L_B the mean loss on the batch, L_{B,j} the loss on its j-th micro-batch of ``micro_size``
-    examples (the explicit SGD regularizer; λ = 0 gives plain SGD).
-    Returns a dict: ``train_loss``, ``test_loss``, ``test_acc``, ``train_acc`` at the end and,
-    if ``measure_micro`` is given, ``micro_norm2`` = mean ‖∇L_j‖² over consecutive
-    micro-batches of that size of the whole training set (the quantity the regularizer of
-    small-batch SGD penalizes).
+    Batches: random reshuffling (each epoch a permutation from a generator seeded with
+    ``seed``, cut into consecutive batches; an incomplete last batch is dropped). Micro-batches
+    are consecutive blocks of the (shuffled) batch, so with a full batch they form a fresh random
+    partition at every step. The training loss L on the *whole* training set is checked every
+    ``check_every`` steps (on a full batch it is the value computed for the step, every step);
+    training stops at the first check with L < ``threshold`` (``reached``), when L is not
+    finite or exceeds 10 × its initial value (``diverged``), or after ``max_steps``.
+
+    Returns a dict: ``steps``, ``time`` (= steps·h), ``reached``, ``diverged``, ``train_loss``,
+    ``train_acc``, ``test_loss``, ``test_acc``, ``grad_norm2`` (‖∇L‖² of the full training loss
+    at the stopping point), as 0-dim tensors; ``history`` {``step``, ``loss``} (1-D tensors, the
+    checks); with ``sharpness_every``, ``sharp_step`` and ``sharpness`` (λ_max of the full training
+    loss every that many steps, by warm-started power iteration, ``sharpness_iters`` iterations
+    after 4× as many at the first point); ``params``, the final parameters. ``model`` is not changed.
     """
-    from torch.func import functional_call, grad
+    import copy
 
-    _check_count(batch_size, "batch_size")
-    _check_count(steps, "steps")
     h = check_lr(lr)
-    if not isinstance(reg_lr, (int, float)) or isinstance(reg_lr, bool) or reg_lr < 0:
+    _check_count(max_steps, "max_steps")
+    _check_count(check_every, "check_every")
+    if not isinstance(threshold, (int, float)) or not threshold > 0:
+        raise ValueError(f"threshold must be a training loss > 0, got {threshold!r}")
+    if isinstance(reg_lr, bool) or not isinstance(reg_lr, (int, float)) or reg_lr < 0:
         raise ValueError(f"reg_lr must be a number ≥ 0, got {reg_lr!r}")
+    if penalty not in PENALTIES:
+        raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
     x, y = split.x_train, split.y_train
     n = len(x)
+    full = batch_size is None or batch_size == n
+    if batch_size is None:
+        batch_size = n
+    _check_count(batch_size, "batch_size")
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples")
-    if reg_lr > 0:
+    micro = reg_lr > 0 and penalty != "grad_norm"
+    if micro:
         if micro_size is None:
-            raise ValueError("reg_lr > 0 needs micro_size (the size of the micro-batches)")
+            raise ValueError(f"penalty={penalty!r} needs micro_size (the size of the micro-batches)")
         _check_count(micro_size, "micro_size")
         if batch_size % micro_size != 0:
             raise ValueError(f"batch_size={batch_size} is not a multiple of micro_size={micro_size}")
 
-    def batch_loss(params, xb, yb):
-        return criterion(functional_call(model, params, (xb,)), yb)
-
-    def objective(params, xb, yb):
-        out = batch_loss(params, xb, yb)
-        if reg_lr > 0:
-            out = out + (reg_lr / 4) * microbatch_penalty(model, criterion, xb, yb, micro_size)(params)
-        return out
-
-    step_grad = grad(objective)
+    net = copy.deepcopy(model)
+    names = [k for k, _ in net.named_parameters()]
+    ps = [p for _, p in net.named_parameters()]
     gen = torch.Generator().manual_seed(seed)
-    state = {"perm": torch.randperm(n, generator=gen).to(x.device), "pos": 0}
+    state = {"perm": None, "pos": n}
 
-    def update(params: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+    def next_batch():
         if state["pos"] + batch_size > n:
             state["perm"] = torch.randperm(n, generator=gen).to(x.device)
             state["pos"] = 0
         idx = state["perm"][state["pos"] : state["pos"] + batch_size]
         state["pos"] += batch_size
-        g = step_grad(params, x[idx], y[idx])
-        return {k: v - h * g[k] for k, v in params.items()}
+        return idx
 
-    start = {k: p.detach().clone() for k, p in model.named_parameters()}
-    params, _ = run(start, update, steps, desc=desc, progress=progress)
+    if micro:
+        from torch.func import functional_call, grad, vmap
+
+        def micro_loss(params, xb, yb):
+            return criterion(functional_call(net, params, (xb,)), yb)
+
+        per_micro = vmap(grad(micro_loss), in_dims=(None, 0, 0))
+
+    def step_grads(idx):
+        """(loss on the batch, gradient of the objective) at the current parameters."""
+        xb, yb = (x, y) if idx is None else (x[idx], y[idx])
+        value = criterion(net(xb), yb)
+        if reg_lr == 0:
+            return value, torch.autograd.grad(value, ps)
+        need_batch_grad = penalty in ("grad_norm", "micro_variance")
+        objective = value
+        if need_batch_grad:
+            g = torch.autograd.grad(value, ps, create_graph=True)
+            sq = sum((t * t).sum() for t in g)
+            objective = objective + (reg_lr / 4) * (sq if penalty == "grad_norm" else -sq)
+        if micro:
+            j = batch_size // micro_size
+            xs = xb.reshape(j, micro_size, *xb.shape[1:])
+            ys = yb.reshape(j, micro_size, *yb.shape[1:])
+            gs = per_micro(dict(zip(names, ps)), xs, ys)
+            objective = objective + (reg_lr / 4) * sum((t**2).sum() for t in gs.values()) / j
+        return value, torch.autograd.grad(objective, ps)
+
+    def full_loss():
+        with torch.no_grad():
+            return criterion(net(x), y)
+
+    rows_step, rows_loss, sharp_step, sharp_val = [], [], [], []
+    start = float(full_loss())
+    reached = diverged = False
+    eig_v = None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_steps, desc=desc, leave=False)
+    for step in range(max_steps + 1):
+        if sharpness_every is not None and step % sharpness_every == 0:
+            iters = sharpness_iters * (4 if eig_v is None else 1)
+            lam, eig_v = top_eigenvalue(
+                _module_loss(net, criterion, x, y), dict(zip(names, ps)), iters=iters, init=eig_v, seed=seed
+            )
+            sharp_step.append(step)
+            sharp_val.append(float(lam))
+        gs = None
+        if full:  # the step's own loss value is the training loss: check it at every step
+            value, gs = step_grads(next_batch() if micro else None)
+            current = float(value.detach())
+        elif step % check_every == 0 or step == max_steps:
+            current = float(full_loss())
+        else:
+            current = None
+        if current is not None:
+            rows_step.append(step)
+            rows_loss.append(current)
+            if not math.isfinite(current) or current > 10 * max(start, 1e-12):
+                diverged = True
+                break
+            if current < threshold:
+                reached = True
+                break
+        if step == max_steps:
+            break
+        if gs is None:
+            _, gs = step_grads(next_batch())
+        with torch.no_grad():
+            for p, g in zip(ps, gs):
+                p.sub_(h * g)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    steps_done = step
+    out: dict[str, Any] = {
+        "steps": torch.tensor(steps_done),
+        "time": torch.tensor(steps_done * h, dtype=torch.float64),
+        "reached": torch.tensor(reached),
+        "diverged": torch.tensor(diverged),
+    }
     with torch.no_grad():
-        out_train = functional_call(model, params, (x,))
-        out_test = functional_call(model, params, (split.x_test,))
-        result = {
-            "train_loss": float(criterion(out_train, y)),
-            "test_loss": float(criterion(out_test, split.y_test)),
-            "train_acc": accuracy(out_train, y),
-            "test_acc": accuracy(out_test, split.y_test),
-        }
-    if measure_micro is not None:
-        usable = (n // measure_micro) * measure_micro
-        pen = microbatch_penalty(model, criterion, x[:usable], y[:usable], measure_micro)
-        result["micro_norm2"] = float(pen(params))
-    return result
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def summarize(
-    rows: Sequence[Mapping[str, Any]], by: Sequence[str], values: Sequence[str]
-) -> list[dict[str, Any]]:
-    """Group ``rows`` (one per run) by the keys ``by``; mean and standard error of ``values``.
-
-    Each output row has the ``by`` keys, ``n`` (runs in the group), and for each value v the
-    keys ``v`` (mean) and ``v_se`` (standard error of the mean, s/√n; NaN for one run).
-    Groups keep the order of their first appearance.
-    """
-    if not rows:
-        raise ValueError("rows is empty")
-    groups: dict[tuple, list[Mapping[str, Any]]] = {}
-    for i, row in enumerate(rows):
-        missing = [k for k in (*by, *values) if k not in row]
-        if missing:
-            raise KeyError(f"row {i} lacks the keys {missing}")
-        groups.setdefault(tuple(row[k] for k in by), []).append(row)
-    out = []
-    for key, members in groups.items():
-        entry: dict[str, Any] = dict(zip(by, key))
-        entry["n"] = len(members)
-        for v in values:
-            mean, se = mean_and_stderr([float(m[v]) for m in members])
-            entry[v], entry[f"{v}_se"] = mean, se
-        out.append(entry)
+        logits, logits_t = net(x), net(split.x_test)
+        out["train_loss"] = criterion(logits, y).detach().double()
+        out["test_loss"] = criterion(logits_t, split.y_test).detach().double()
+        out["train_acc"] = (logits.argmax(-1) == y).double().mean()
+        out["test_acc"] = (logits_t.argmax(-1) == split.y_test).double().mean()
+    g_full = torch.autograd.grad(criterion(net(x), y), ps)
+    out["grad_norm2"] = sum((t.double() ** 2).sum() for t in g_full).detach()
+    out["history"] = {
+        "step": torch.tensor(rows_step),
+        "loss": torch.tensor(rows_loss, dtype=torch.float64),
+    }
+    if sharpness_every is not None:
+        out["sharp_step"] = torch.tensor(sharp_step)
+        out["sharpness"] = torch.tensor(sharp_val, dtype=torch.float64)
+    out["params"] = {k: p.detach().clone() for k, p in zip(names, ps)}
     return out
 
 
-def format_table(
-    summary: Sequence[Mapping[str, Any]],
-    by: Sequence[str],
-    values: Sequence[str],
-    *,
-    digits: int = 3,
-    scale: Mapping[str, float] | None = None,
-) -> str:
-    """A plain-text table of :func:`summarize` output: ``by`` columns, then ``mean ± se``.
+def _module_loss(net, criterion, x, y) -> Loss:
+    from torch.func import functional_call
 
-    ``scale`` multiplies chosen values before printing (e.g. ``{"test_acc": 100}`` for %).
-    Numbers are printed with ``digits`` decimals (fixed point).
+    return lambda params: criterion(functional_call(net, dict(params), (x,)), y)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def t_interval(values, level: float = 0.95) -> dict[str, Tensor]:
+    """Mean of ``values`` (one per seed) with a Student-t confidence interval, n − 1 df.
+
+    Returns 0-dim tensors ``mean``, ``se`` (s/√n), ``low``, ``high`` (mean ∓ t_{n−1} · se, t the
+    two-sided ``level`` quantile), ``t`` (that quantile) and ``n``. Needs n ≥ 2.
     """
-    scale = dict(scale or {})
-    header = [*by, *values]
-    lines = []
-    for row in summary:
-        cells = [str(row[k]) for k in by]
-        for v in values:
-            c = scale.get(v, 1.0)
-            mean, se = row[v] * c, row[f"{v}_se"] * c
-            cells.append(f"{mean:.{digits}f} ± {se:.{digits}f}")
-        lines.append(cells)
-    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header), *(fmt.format(*r) for r in lines)])
+    from scipy.stats import t as student
+
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if v.numel() < 2:
+        raise ValueError(f"a t-interval needs at least 2 values, got {v.numel()}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    n = v.numel()
+    mean, se = v.mean(), v.std(unbiased=True) / n**0.5
+    q = torch.tensor(float(student.ppf(0.5 + level / 2, n - 1)), dtype=torch.float64)
+    return {"mean": mean, "se": se, "low": mean - q * se, "high": mean + q * se, "t": q, "n": torch.tensor(n)}
+
+
+def format_interval(iv: Mapping[str, Tensor], scale: float = 1.0, digits: int = 1) -> str:
+    """``mean [low, high]`` of a :func:`t_interval`, numbers multiplied by ``scale``."""
+    m, lo, hi = (float(iv[k]) * scale for k in ("mean", "low", "high"))
+    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def gap_fractions(base, treated, target) -> Tensor:
+    """Per-pair fraction (treated − base) / (target − base) of a gap that a treatment closes.
+
+    ``base``, ``treated``, ``target`` hold one number per pair (seed, shared initialization):
+    0 means the treatment did nothing, 1 that it reached the target.
+    """
+    b, tr, ta = (torch.as_tensor(v, dtype=torch.float64) for v in (base, treated, target))
+    if not b.shape == tr.shape == ta.shape or b.dim() != 1:
+        raise ValueError("base, treated and target need one number per pair, of equal lengths")
+    return (tr - b) / (ta - b)
+
+
+def run_grid(
+    runs: Mapping[str, Mapping[str, Any]],
+    seeds: Sequence[int],
+    make_model: Callable[[int], torch.nn.Module],
+    criterion: Callable[[Tensor, Tensor], Tensor],
+    split,
+    *,
+    desc: str = "runs",
+    progress: bool = True,
+    **common: Any,
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """:func:`train_to_loss` for every run configuration and seed, with one progress bar.
+
+    ``runs`` maps a name to the keyword arguments of one configuration (``lr``, ``batch_size``,
+    ``reg_lr``, ...); ``common`` holds those shared by all (``threshold``, ``max_steps``, ...).
+    For each seed, every configuration starts from the same initialization
+    ``make_model(seed)`` and uses ``seed`` for its batches: runs are *paired* by seed.
+    A value of a configuration may be a function of the seed (for instance
+    ``sharpness_every=lambda s: 10 if s == 0 else None``). Returns {(name, seed): result}.
+    """
+    from tqdm.auto import tqdm
+
+    if not runs or not seeds:
+        raise ValueError("runs and seeds must not be empty")
+    out = {}
+    with tqdm(total=len(runs) * len(seeds), desc=desc, disable=not progress) as bar:
+        for seed in seeds:
+            model = make_model(seed)
+            for name, kw in runs.items():
+                args = {**common, **{k: (v(seed) if callable(v) else v) for k, v in kw.items()}}
+                out[name, seed] = train_to_loss(model, criterion, split, seed=seed, progress=False, **args)
+                bar.update(1)
+    return out
+
+
+def paired(
+    results: Mapping[tuple[str, int], Mapping[str, Any]],
+    treated: str,
+    base: str,
+    key: str,
+    seeds: Sequence[int],
+    level: float = 0.95,
+) -> dict[str, Tensor]:
+    """:func:`t_interval` of the per-seed differences ``key`` (treated − base), n − 1 df."""
+    diffs = [float(results[treated, s][key]) - float(results[base, s][key]) for s in seeds]
+    return t_interval(diffs, level)
