@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ibea_lib as ib
-from ibea_lib.book.experiments import make_mlp, paired, run_grid, train_to_loss
+from ibea_lib.book.experiments import paired, run_grid, train_to_loss
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
 CE = torch.nn.functional.cross_entropy
@@ -26,7 +26,7 @@ def mnist1d():
 
 
 def _make(seed, width=128):
-    return make_mlp([40, width, width, 10], "relu", seed=seed)
+    return ib.models.mlp([40, width, width, 10], "relu", seed=seed)
 
 
 def test_ch09_larger_step_generalizes_better_at_equal_loss(mnist1d):
@@ -80,7 +80,7 @@ def test_gpu_settings_construct(name, monkeypatch):
     assert S["width"] > 128 and len(S["seeds"]) > 3 and S["num_samples"] > 5000
     data = ib.data.mnist1d(num_samples=1000)  # the generator at another size (the gpu one is larger)
     small = ib.data.Split(data.x_train[:400], data.y_train[:400], data.x_test, data.y_test)
-    model = make_mlp([40, S["width"], S["width"], 10], "relu", seed=S["seeds"][-1])
+    model = ib.models.mlp([40, S["width"], S["width"], 10], "relu", seed=S["seeds"][-1])
     if name.startswith("09"):
         configs = [{"lr": S["small_lr"], "reg_lr": S["big_lr"] - S["small_lr"]}, {"lr": max(S["lrs"])}]
     else:

@@ -8,7 +8,7 @@
   only its gradient-variance part); it records the sharpness along the way on request.
   :func:`run_grid` runs it for several configurations and seeds, paired by initialization.
 * :func:`top_eigenvalue` — the sharpness λ_max(∇²L) by (warm-startable) power iteration on
-  Hessian-vector products; :func:`make_mlp` — a seeded MLP that leaves the global RNG alone.
+  Hessian-vector products.
 * :func:`t_interval`, :func:`paired`, :func:`gap_fractions`, :func:`format_interval` — means with
   Student-t intervals (n − 1 degrees of freedom) over seeds, paired differences, fractions of a gap.
 * :func:`gd_update`, :func:`modified_gd_update`, :func:`trajectory` — full-batch updates
@@ -194,14 +194,6 @@ def microbatch_penalty(
 # --------------------------------------------------------------------------- Part IV on MNIST-1D
 
 PENALTIES = ("grad_norm", "micro", "micro_variance")
-
-
-def make_mlp(sizes: Sequence[int], activation: str = "relu", *, seed: int, device="cpu") -> torch.nn.Module:
-    """:func:`ibea_lib.models.mlp` built without touching the caller's global torch RNG."""
-    from ..models import mlp
-
-    with torch.random.fork_rng(devices=[]):
-        return mlp(sizes, activation, seed=seed, device=device)
 
 
 def top_eigenvalue(

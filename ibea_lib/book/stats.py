@@ -68,6 +68,14 @@ def t_quantile(level: float, df: int) -> float:
     return float(student_t.ppf(0.5 + level / 2, df))
 
 
+def mean_and_stderr(values) -> tuple[float, float]:
+    """Mean and standard error (sd/√n, n − 1 sd) of a list of numbers, e.g. one per seed; NaN for n = 1."""
+    t = torch.as_tensor(values, dtype=torch.float64)
+    if t.numel() < 2:
+        return float(t.mean()), float("nan")
+    return float(t.mean()), float(t.std(unbiased=True) / t.numel() ** 0.5)
+
+
 def t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
     """Mean of independent values with a Student-t interval on n − 1 degrees of freedom.
 

@@ -70,11 +70,3 @@ def run(
     if not all(bool(torch.isfinite(v).all()) for v in values):
         raise FloatingPointError("training diverged: parameters are not finite (lower the learning rate)")
     return theta, history
-
-
-def mean_and_stderr(values) -> tuple[float, float]:
-    """Mean and standard error of the mean of a list of numbers (seeds)."""
-    t = torch.as_tensor(values, dtype=torch.float64)
-    if t.numel() < 2:
-        return float(t.mean()), float("nan")
-    return float(t.mean()), float(t.std(unbiased=True) / t.numel() ** 0.5)
