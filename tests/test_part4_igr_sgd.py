@@ -35,7 +35,7 @@ def test_ch09_larger_step_generalizes_better_at_equal_loss(mnist1d):
     res = run_grid(runs, HELD_OUT, _make, CE, mnist1d, threshold=0.1, max_steps=4000, progress=False)
     assert all(bool(r["reached"]) for r in res.values())
     gain = paired(res, "large", "small", "test_acc", HELD_OUT)
-    assert float(gain["mean"]) > 0 and float(gain["low"]) > 0, gain
+    assert float(gain["mean"]) > 0 and float(gain["lo"]) > 0, gain
     loss_gain = paired(res, "large", "small", "test_loss", HELD_OUT)
     assert float(loss_gain["mean"]) < 0, loss_gain
 

@@ -9,8 +9,8 @@
   :func:`run_grid` runs it for several configurations and seeds, paired by initialization.
 * :func:`top_eigenvalue` — the sharpness λ_max(∇²L) by (warm-startable) power iteration on
   Hessian-vector products.
-* :func:`t_interval`, :func:`paired`, :func:`gap_fractions`, :func:`format_interval` — means with
-  Student-t intervals (n − 1 degrees of freedom) over seeds, paired differences, fractions of a gap.
+* :func:`paired`, :func:`gap_fractions` — paired differences over seeds (Student-t intervals from
+  :mod:`ibea_lib.book.stats`), fractions of a gap that a treatment closes.
 * :func:`gd_update`, :func:`modified_gd_update`, :func:`trajectory` — full-batch updates
   θ ← θ − h∇L and θ ← θ − h∇(L + (λ/4)‖∇L‖²) run for a time with snapshots (trajectory matching).
 * :func:`microbatch_penalty` — params ↦ mean_j ‖∇L_j‖² over micro-batches j (vmap), differentiable.
@@ -28,6 +28,7 @@ from torch import Tensor
 from ..autodiff import Loss, value_and_grad
 from ..bea import modified_loss
 from ..pytree import Params, add, check_lr, dot, flatten, rebuild, tensors
+from . import stats
 from .training import run
 
 SCALES = ("cpu", "gpu")
@@ -431,31 +432,6 @@ def _module_loss(net, criterion, x, y) -> Loss:
 # --------------------------------------------------------------------------- statistics
 
 
-def t_interval(values, level: float = 0.95) -> dict[str, Tensor]:
-    """Mean of ``values`` (one per seed) with a Student-t confidence interval, n − 1 df.
-
-    Returns 0-dim tensors ``mean``, ``se`` (s/√n), ``low``, ``high`` (mean ∓ t_{n−1} · se, t the
-    two-sided ``level`` quantile), ``t`` (that quantile) and ``n``. Needs n ≥ 2.
-    """
-    from scipy.stats import t as student
-
-    v = torch.as_tensor(values, dtype=torch.float64).flatten()
-    if v.numel() < 2:
-        raise ValueError(f"a t-interval needs at least 2 values, got {v.numel()}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    n = v.numel()
-    mean, se = v.mean(), v.std(unbiased=True) / n**0.5
-    q = torch.tensor(float(student.ppf(0.5 + level / 2, n - 1)), dtype=torch.float64)
-    return {"mean": mean, "se": se, "low": mean - q * se, "high": mean + q * se, "t": q, "n": torch.tensor(n)}
-
-
-def format_interval(iv: Mapping[str, Tensor], scale: float = 1.0, digits: int = 1) -> str:
-    """``mean [low, high]`` of a :func:`t_interval`, numbers multiplied by ``scale``."""
-    m, lo, hi = (float(iv[k]) * scale for k in ("mean", "low", "high"))
-    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
 def gap_fractions(base, treated, target) -> Tensor:
     """Per-pair fraction (treated − base) / (target − base) of a gap that a treatment closes.
 
@@ -511,6 +487,6 @@ def paired(
     seeds: Sequence[int],
     level: float = 0.95,
 ) -> dict[str, Tensor]:
-    """:func:`t_interval` of the per-seed differences ``key`` (treated − base), n − 1 df."""
+    """:func:`ibea_lib.book.stats.t_interval` of the per-seed differences ``key`` (treated − base)."""
     diffs = [float(results[treated, s][key]) - float(results[base, s][key]) for s in seeds]
-    return t_interval(diffs, level)
+    return stats.t_interval(diffs, level)

@@ -89,6 +89,12 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float]
     return {"mean": mean, "se": se, "lo": mean - q * se, "hi": mean + q * se, "n": n, "df": n - 1}
 
 
+def format_interval(iv, scale: float = 1.0, digits: int = 1) -> str:
+    """``mean [lo, hi]`` of a :func:`t_interval`, the numbers multiplied by ``scale``."""
+    m, lo, hi = (float(iv[k]) * scale for k in ("mean", "lo", "hi"))
+    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, float]:
     """Mean of a_i − b_i over pairs that share a seed, with a t interval (n − 1 df).
 
