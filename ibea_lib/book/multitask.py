@@ -42,6 +42,7 @@ from ..autodiff import (
 )
 from ..bea import order_averaged_field
 from ..data import Split
+from ..integrate import sequential_steps
 from ..pytree import Params, add, check_lr, check_params, dot, sum_trees, tree_map
 from ..regularizers import conflict_free_loss, pcgrad
 
@@ -132,9 +133,7 @@ def alternating_update(losses: Sequence[Loss], lr: float, *, order: str = "fixed
         idx = list(range(len(losses)))
         if order == "random":
             idx = torch.randperm(len(losses), generator=generator).tolist()
-        for k in idx:
-            params = add(params, grad(losses[k], params), alpha=-h)
-        return params
+        return sequential_steps(losses, params, h, order=idx)
 
     return update
 

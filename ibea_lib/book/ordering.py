@@ -36,7 +36,7 @@ from torch import Tensor
 
 from ..autodiff import Loss, check_losses, evaluate, grad
 from ..bea import lie_bracket
-from ..integrate import gd_step
+from ..integrate import gd_step, sequential_steps
 from ..pytree import Params, add, check_lr, check_params, check_positive_int, dot, norm, sub
 
 __all__ = [
@@ -53,13 +53,9 @@ __all__ = [
 
 def train_in_order(losses: Sequence[Loss], params: Params, lr: float, steps_per_task: int = 1) -> Params:
     """``steps_per_task`` GD steps of size h on each loss in turn, in the given order."""
-    h = check_lr(lr)
     k = check_positive_int(steps_per_task, "steps_per_task")
-    theta = params
-    for loss in check_losses(losses):
-        for _ in range(k):
-            theta = gd_step(loss, theta, h)
-    return theta
+    n = len(check_losses(losses))
+    return sequential_steps(losses, params, lr, order=[i for i in range(n) for _ in range(k)])
 
 
 def order_loss_gap(
