@@ -116,3 +116,27 @@ def test_bad_inputs():
         stats.cluster_ols([[1.0], [2.0], [3.0]], [1.0, 2.0, 3.0], [0, 0, 0])
     with pytest.raises(ValueError):
         stats.t_interval([1.0, float("nan")])
+
+
+def test_t_pvalue_matches_the_t_distribution():
+    from ibea_lib.book import stats
+
+    x = [0.1, 0.5, -0.2, 0.9, 0.4]
+    sd = float(torch.tensor(x, dtype=torch.float64).std())
+    t = (sum(x) / 5) / (sd / 5**0.5)
+    # the t distribution with 4 df has the closed-form CDF 1/2 + t (t² + 6) / (2 (t² + 4)^{3/2})
+    cdf = 0.5 + t * (t * t + 6) / (2 * (t * t + 4) ** 1.5)
+    assert abs(stats.t_pvalue(x) - 2 * (1 - cdf)) < 1e-12
+
+
+def test_holm_step_down():
+    from ibea_lib.book import stats
+
+    # sorted: 0.005 <= 0.05/4, 0.01 <= 0.05/3, 0.03 > 0.05/2: stop
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    assert stats.holm([0.2]) == [False]
+    with pytest.raises(ValueError):
+        stats.holm([])
+    ivs = stats.holm_intervals([[1.0, 1.1, 0.9, 1.2], [0.1, -0.3, 0.2, 0.0]])
+    assert ivs[0]["reject"] and not ivs[1]["reject"]
+    assert ivs[0]["level"] == pytest.approx(1 - 0.05 / 2) and ivs[1]["level"] == pytest.approx(0.95)

@@ -8,6 +8,7 @@ a regularized or surgery-corrected step) plugs into the same loop.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 
@@ -20,6 +21,25 @@ from ..pytree import Params, clone
 def pick_device() -> torch.device:
     """CUDA when it is there, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_offset() -> int:
+    """The shift every experiment adds to its seeds: ``$IBEA_SEED_OFFSET`` (an integer, default 0).
+
+    A chapter written as ``seeds = [seed_offset() + s for s in range(n)]`` re-runs on other seeds with
+    ``IBEA_SEED_OFFSET=1000 jupyter nbconvert --execute ...``; its asserts must follow from intervals,
+    not from the numbers that seeds 0 … n − 1 happened to give.
+    """
+    raw = os.environ.get("IBEA_SEED_OFFSET", "").strip()
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"IBEA_SEED_OFFSET must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"IBEA_SEED_OFFSET must be >= 0, got {value}")
+    return value
 
 
 def seed_all(seed: int) -> None:
