@@ -106,7 +106,7 @@ def _layers(model):
 
 
 def applies(losses: Sequence, params) -> bool:
-    """Whether :func:`hessian_terms` can take the factored path for these losses and params."""
+    """Whether ``hessian_terms`` can take the factored path for these losses and params."""
     return _plan(losses, params) is not None
 
 

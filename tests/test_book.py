@@ -81,7 +81,8 @@ def test_offline_assets_are_configured():
     config = (ROOT / "_config.yml").read_text()
     assert 'mathjax_path: "mathjax/tex-chtml.js"' in config
     assert '"widgets/embed-amd.js"' in config and '"widgets/require.js"' in config
-    assert 'html_static_path: ["vendor"]' in config
+    assert 'html_static_path: ["vendor", "assets"]' in config
+    assert not (ROOT / "_static").exists(), "a _static folder makes Jupyter Book load every vendor .js twice"
     fetch = (ROOT / "tools" / "fetch_assets.sh").read_text()
     assert "tex-chtml.js" in fetch and "embed-amd.js" in fetch and "require.js" in fetch
 

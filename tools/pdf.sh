@@ -5,13 +5,16 @@
 # math, figures, theorem and exercise boxes and the bibliography into _build/pdf/ibea.pdf, and
 # copies it beside the HTML book (_build/html/ibea.pdf, linked from the book's first page).
 # Debian's TeX Live is installed if missing (as root or with sudo; about 1 GB, once).
-# The build fails on any undefined reference ("??" in the PDF) or chapter that did not execute.
+# Like the HTML build, it uses the outputs stored in the chapters (refused while they are stale:
+# tools/outputs.py check) and fails on any undefined reference ("??" in the PDF). Each run starts
+# from an empty _build/latex, so a failed run never blocks the next one.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 tex_packages=(texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended texlive-xetex
-              texlive-science latexmk lmodern fonts-freefont-otf poppler-utils)
+              texlive-science latexmk lmodern fonts-freefont-otf fonts-dejavu-core xindy poppler-utils)
 if ! command -v xelatex >/dev/null || ! command -v latexmk >/dev/null || ! command -v pdftotext >/dev/null \
+   || ! command -v xindy >/dev/null || ! fc-list | grep -q "DejaVu Sans Mono" \
    || ! kpsewhich amsthm.sty fncychap.sty tabulary.sty needspace.sty >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   echo "[pdf] installing TeX Live from Debian: ${tex_packages[*]}"
@@ -23,8 +26,11 @@ while [ $# -gt 0 ]; do
   case "$1" in --toc) toc="$2"; args+=(--toc "$2"); shift ;; *) args+=("$1") ;; esac
   shift
 done
+.venv/bin/python tools/outputs.py check --toc "$toc"
 status=0
 mkdir -p _build
+rm -rf _build/latex _build/pdf
+start=$(date +%s)
 .venv/bin/jupyter-book build . --builder pdflatex "${args[@]}" > _build/pdf.log 2>&1 || status=$?
 mkdir -p _build/pdf
 log=_build/latex/ibea.log
@@ -39,4 +45,4 @@ if pdftotext _build/latex/ibea.pdf - | grep -n "??"; then echo "[pdf] '??' in th
 if [ "$bad" != 0 ]; then echo "[pdf] the PDF has undefined references: FAILED"; exit 1; fi
 cp _build/latex/ibea.pdf _build/pdf/ibea.pdf
 if [ -d _build/html ]; then cp _build/pdf/ibea.pdf _build/html/ibea.pdf; fi
-echo "[pdf] $root/_build/pdf/ibea.pdf ($(pdfinfo _build/pdf/ibea.pdf 2>/dev/null | awk '/^Pages/ {print $2}') pages)"
+echo "[pdf] built in $(( $(date +%s) - start )) s: $root/_build/pdf/ibea.pdf ($(pdfinfo _build/pdf/ibea.pdf 2>/dev/null | awk '/^Pages/ {print $2}') pages)"
