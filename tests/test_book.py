@@ -155,3 +155,45 @@ def test_chapters_open_unmodified_in_jupyterlab():
         meta = json.loads(nb_path.read_text())["metadata"]
         assert meta.get("kernelspec", {}).get("name") == "python3", nb_path.name
         assert meta.get("language_info", {}).get("name") == "python", nb_path.name
+
+
+def _math_continuation_lines(text: str) -> list[str]:
+    """Lines that continue an inline formula ($...$ over several lines) and start like a Markdown list
+    item ("+ ", "- ", "* "): Markdown then ends the paragraph there and prints the formula as raw TeX.
+    (A $$ ... $$ block on lines of its own is parsed as math first, so its lines may start with "+".)"""
+    bad, in_display, in_inline, in_fence = [], False, False, False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("```", ":::")):
+            in_fence = not in_fence if not re.match(r"(```|:::)\{", stripped) else in_fence
+            continue
+        if in_inline and not in_display and re.match(r"[+\-*] ", stripped):
+            bad.append(stripped[:60])
+        rest = line
+        for _ in range(rest.count("$$")):
+            in_display = not in_display
+        rest = rest.replace("$$", "")
+        singles = len(re.findall(r"(?<!\\)\$", rest))
+        if not in_display and singles % 2:
+            in_inline = not in_inline
+        if not stripped:
+            in_inline = False  # a blank line ends a paragraph, and any inline formula with it
+    return bad
+
+
+def test_no_formula_line_starts_like_a_list_item():
+    assert _math_continuation_lines("so $a = b\n+ c$ holds") == ["+ c$ holds"]
+    assert _math_continuation_lines("$$\nx = 1\n- y\n$$") == []
+    assert _math_continuation_lines("- a list $x$\n- item $y$") == []
+    bad = [f"{name} cell {i}: {line}" for name, i, text in markdown_sources()
+           for line in _math_continuation_lines(text)]
+    assert not bad, "move the operator to the end of the line before:\n" + "\n".join(bad)
+
+
+def test_code_cells_carry_no_linter_comments():
+    # readers see every code cell: "# noqa" is noise there (ruff does not lint the notebooks)
+    bad = [f"{nb_path.name} cell {i}"
+           for nb_path in chapters()
+           for i, cell in enumerate(json.loads(nb_path.read_text())["cells"])
+           if cell["cell_type"] == "code" and "# noqa" in "".join(cell["source"])]
+    assert not bad, "remove '# noqa' from: " + ", ".join(bad)
