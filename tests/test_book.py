@@ -191,7 +191,7 @@ def test_no_formula_line_starts_like_a_list_item():
 
 
 def test_code_cells_carry_no_linter_comments():
-    # readers see every code cell: "# noqa" is noise there (ruff does not lint the notebooks)
+    # readers see every code cell: a linter comment is noise there (ruff does not lint the notebooks)
     bad = [f"{nb_path.name} cell {i}"
            for nb_path in chapters()
            for i, cell in enumerate(json.loads(nb_path.read_text())["cells"])

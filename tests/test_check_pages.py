@@ -53,7 +53,9 @@ def test_a_clean_page_passes(tmp_path):
         ("<p>| method | time |\n| --- | --- |\n| a | 1 |</p>", "", "Markdown table printed as text"),
         ("<div class='cell_output'><pre>train:  0%|          | 0/50 [00:00&lt;?, ?it/s]</pre></div>", "",
          "progress-bar text"),
-        ("<div class='cell_output'><pre>Traceback (most recent call last):\n  x</pre></div>", "", "traceback"),
+        ("<div class='cell_output'><pre>Traceback (most recent call last):\n  x</pre></div>", "",
+         "traceback"),
+        ("<p>x</p>", "<script>const A = 1</script><script>const A = 1</script>", "inline script is loaded 2"),
         ('<script type="application/vnd.jupyter.widget-view+json">{"model_id": "aa11"}</script>'
          '<script type="application/vnd.jupyter.widget-view+json">{"model_id": "aa11"}</script>', "",
          "widget aa11 shown 2 times"),
@@ -61,7 +63,8 @@ def test_a_clean_page_passes(tmp_path):
         ("<p><a href='../ibea.pdf'>the PDF</a></p>", "", "links ../ibea.pdf, which is not in the build"),
         ("<p><img src='_images/missing.png'/></p>", "", "not in the build"),
     ],
-    ids=["list-item-math", "dollar", "table", "progress", "traceback", "widget-twice", "script-twice",
+    ids=["list-item-math", "dollar", "table", "progress", "traceback", "inline-twice", "widget-twice",
+         "script-twice",
          "missing-pdf", "missing-image"],
 )
 def test_each_defect_is_found(tmp_path, body, head, expected):

@@ -70,7 +70,8 @@ def test_problems_of_a_current_and_of_stale_chapters(tmp_path):
     assert "its code cells" in outputs.problems(path)[0]
     # an error stored, and cells run out of order (not one fresh run)
     nb = notebook("x = 1", "print(x)", counts=[5, 3])
-    nb["cells"][3]["outputs"] = [{"output_type": "error", "ename": "NameError", "evalue": "x", "traceback": []}]
+    error = {"output_type": "error", "ename": "NameError", "evalue": "x", "traceback": []}
+    nb["cells"][3]["outputs"] = [error]
     found = outputs.problems(stamped(tmp_path, nb))
     assert any("stores an error (NameError)" in f for f in found)
     assert any("not run once, in order" in f for f in found)

@@ -10,7 +10,8 @@ HTML (the article of each page; MathJax has not run yet, so math is still in its
 - a Markdown table printed as text (``| a | b |`` over ``| --- | --- |``) instead of rendered;
 - progress-bar junk (``0%| | 0/50 [00:00<?, ?it/s]``) in the page;
 - an error traceback stored in an output;
-- a widget shown more than once (the same ``model_id`` twice), or a script or style sheet loaded twice;
+- a widget shown more than once (the same ``model_id`` twice), or a script (file or inline) or style
+  sheet loaded twice;
 - a link, image, script or style sheet that points to a file that is not in the build.
 
 PDF (``pdftotext``) and its LaTeX log
@@ -60,6 +61,11 @@ def check_html_page(path: pathlib.Path, root: pathlib.Path) -> list[str]:
             if n > 1:
                 found.append(f"{rel}: {kind} {url} loaded {n} times")
     linking = ("a", "img", "script", "link", "source")
+    inline = [s.get_text().strip() for s in soup.find_all("script")
+              if not s.get("src") and "json" not in (s.get("type") or "") and s.get_text().strip()]
+    for body, n in Counter(inline).items():
+        if n > 1:
+            found.append(f"{rel}: an inline script is loaded {n} times: {body[:50]!r}")
     targets = [(t.name, t.get(attr)) for attr in ("href", "src")
                for t in soup.find_all(attrs={attr: True}) if t.name in linking]
     for tag, url in targets:

@@ -1,5 +1,12 @@
 """The book's own Sphinx settings that _config.yml cannot express (a local extension, see _config.yml).
 
+For the HTML book:
+
+* Every script is loaded once: sphinx-thebe registers its inline configuration twice in this Jupyter
+  Book (a console error, "Identifier 'THEBE_JS_URL' has already been declared"); duplicates are dropped.
+* assets/ibea-widgets-mathjax.js gives MathJax 3 the one MathJax 2 call that the widgets' HTML manager
+  makes (labels were not typeset, and each threw an error).
+
 For the PDF (the LaTeX builder) only:
 
 * Progress bars: in the HTML book a progress bar is a widget (hidden once its loop ends); in the PDF
@@ -93,6 +100,28 @@ def _plain_proofs(doctree) -> None:
         node.replace_self(body)
 
 
+def _script_key(script) -> tuple:
+    attributes = getattr(script, "attributes", {}) or {}
+    pairs = tuple(sorted((k, str(v)) for k, v in attributes.items() if k != "priority"))
+    return (str(getattr(script, "filename", script) or ""), pairs)  # inline: None or ""
+
+
+def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, kept = set(), []
+    for script in scripts:
+        key = _script_key(script)
+        if key not in seen:
+            seen.add(key)
+            kept.append(script)
+    scripts[:] = kept
+
+
 def setup(app):
     app.connect("doctree-resolved", _latex_fixes)
+    # early: before any handler that returns a template name (which ends the event)
+    app.connect("html-page-context", _dedupe_scripts, priority=100)
+    app.add_js_file("ibea-widgets-mathjax.js")
     return {"parallel_read_safe": True, "parallel_write_safe": True}
