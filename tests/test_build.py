@@ -34,6 +34,9 @@ chapters:
 """
 
 
+PREFACE_METADATA = json.loads((ROOT / "book" / "00_preface.ipynb").read_text())["metadata"]
+
+
 def tiny_chapter(check: str) -> dict:
     def cell(kind, source):
         extra = {"execution_count": None, "outputs": []} if kind == "code" else {}
@@ -46,7 +49,7 @@ def tiny_chapter(check: str) -> dict:
             cell("code", "import ibea_lib as ib\n\nprint(ib.__version__)"),
             cell("code", check),
         ],
-        "metadata": json.loads((ROOT / "book" / "00_preface.ipynb").read_text())["metadata"],
+        "metadata": {k: v for k, v in PREFACE_METADATA.items() if k != "ibea"},  # no stamp of another notebook
         "nbformat": 4,
         "nbformat_minor": 5,
     }
