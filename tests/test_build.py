@@ -49,7 +49,7 @@ def tiny_chapter(check: str) -> dict:
             cell("code", "import ibea_lib as ib\n\nprint(ib.__version__)"),
             cell("code", check),
         ],
-        "metadata": {k: v for k, v in PREFACE_METADATA.items() if k != "ibea"},  # no stamp of another notebook
+        "metadata": {k: v for k, v in PREFACE_METADATA.items() if k != "ibea"},  # no stamp of the preface
         "nbformat": 4,
         "nbformat_minor": 5,
     }
