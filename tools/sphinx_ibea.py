@@ -12,8 +12,8 @@ For the PDF (the LaTeX builder) only:
 * Progress bars: in the HTML book a progress bar is a widget (hidden once its loop ends); in the PDF
   only its text fallback would remain, frozen at its first frame ("0%| | 0/50 [00:00<?, ?it/s]"),
   which reads as if nothing ran. Those outputs are dropped.
-* Structure: the parts of _toc.yml become ``\\part*`` pages (the captions carry their numbers); the
-  preface is an unnumbered chapter so that chapter N of the PDF is the file ``book/NN_*`` the text
+* Structure: the root page's text is an "Introduction"; the parts of _toc.yml become ``\\part*``
+  pages (the captions carry their numbers); the preface is an unnumbered chapter so that chapter N of the PDF is the file ``book/NN_*`` the text
   calls "ch. NN"; sections are not numbered (the chapters number their own sections); the contents
   page is titled "Contents" (Sphinx would take the first caption, "Preface").
 * Proofs (sphinx-proof's admonitions without a title, an empty title bar in LaTeX) are set as text,
@@ -62,6 +62,10 @@ def _latex(text: str) -> nodes.raw:
 
 
 def _structure(app, doctree) -> None:
+    # the root page's text opens the book under a heading of its own (not under "Contents")
+    intro = ("\\chapter*{Introduction}\\addcontentsline{toc}{chapter}{Introduction}"
+             "\\markboth{Introduction}{Introduction}\n")
+    doctree.insert(0, _latex(intro))
     parts = toc_parts(pathlib.Path(app.srcdir))
     first = {docs[0]: caption for caption, docs in parts if docs}
     starts = {node["docname"]: node for node in doctree.findall(addnodes.start_of_file)}
