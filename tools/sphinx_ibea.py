@@ -13,9 +13,10 @@ For the PDF (the LaTeX builder) only:
   only its text fallback would remain, frozen at its first frame ("0%| | 0/50 [00:00<?, ?it/s]"),
   which reads as if nothing ran. Those outputs are dropped.
 * Structure: the root page's text is an "Introduction"; the parts of _toc.yml become ``\\part*``
-  pages (the captions carry their numbers); the preface is an unnumbered chapter so that chapter N
-  of the PDF is the file ``book/NN_*`` the text calls "ch. NN"; sections are not numbered (the chapters number their own sections); the contents
-  page is titled "Contents" (Sphinx would take the first caption, "Preface").
+  pages (the captions carry their numbers); the preface is an unnumbered chapter, so that chapter N
+  of the PDF is the file ``book/NN_*`` the text calls "ch. NN"; sections are not numbered (the
+  chapters number their own sections); the contents page is titled "Contents" (Sphinx would take
+  the first caption, "Preface").
 * Proofs (sphinx-proof's admonitions without a title, an empty title bar in LaTeX) are set as text,
   "Proof. ...", closed by a square.
 """
