@@ -36,20 +36,34 @@ def test_code_fingerprint_follows_code_cells_only():
     assert outputs.code_fingerprint(a) != outputs.code_fingerprint(b)
 
 
-def test_library_fingerprint_ignores_docstrings_and_comments(tmp_path):
+def test_module_fingerprints_ignore_docstrings_and_comments(tmp_path):
     shutil.copytree(ROOT / "ibea_lib", tmp_path / "ibea_lib", ignore=shutil.ignore_patterns("__pycache__"))
-    before = outputs.library_fingerprint(tmp_path)
-    assert before == outputs.library_fingerprint(ROOT)
+    before = outputs.module_fingerprint("ibea_lib.pytree", tmp_path)
+    assert before == outputs.module_fingerprint("ibea_lib.pytree", ROOT)
+    assert outputs.module_path("ibea_lib.book", tmp_path).name == "__init__.py"
     path = tmp_path / "ibea_lib" / "pytree.py"
     text = path.read_text()
     path.write_text('"""Another module docstring."""\n# a comment\n' + text.split('"""', 2)[2])
-    assert outputs.library_fingerprint(tmp_path) == before
+    assert outputs.module_fingerprint("ibea_lib.pytree", tmp_path) == before
     path.write_text(text + "\nEXTRA = 1\n")
-    assert outputs.library_fingerprint(tmp_path) != before
+    assert outputs.module_fingerprint("ibea_lib.pytree", tmp_path) != before
+    path.unlink()
+    assert outputs.module_fingerprint("ibea_lib.pytree", tmp_path) == "missing"
 
 
-def stamped(tmp_path, nb: dict) -> pathlib.Path:
-    nb["metadata"]["ibea"] = {"outputs": outputs.fingerprint(nb)}
+def test_the_book_helpers_load_on_first_use():
+    # a chapter's outputs depend only on the helper modules it uses (tools/outputs.py records them)
+    import subprocess
+
+    code = ("import sys, ibea_lib as ib; ib.book.stats; "
+            "print(sorted(m for m in sys.modules if m.startswith('ibea_lib.book')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}).stdout
+    assert out.strip() == "['ibea_lib.book', 'ibea_lib.book.stats']"
+
+
+def stamped(tmp_path, nb: dict, modules=("ibea_lib", "ibea_lib.pytree")) -> pathlib.Path:
+    nb["metadata"]["ibea"] = {"outputs": outputs.fingerprint(nb, list(modules))}
     path = tmp_path / "chapter.ipynb"
     path.write_text(json.dumps(nb))
     return path
@@ -77,10 +91,12 @@ def test_problems_of_a_current_and_of_stale_chapters(tmp_path):
     assert any("not run once, in order" in f for f in found)
 
 
-def test_the_stamp_of_another_library_is_stale(tmp_path):
-    nb = notebook("x = 1")
-    path = stamped(tmp_path, nb)
-    assert outputs.problems(path, library="0" * 16) == ["changed since its outputs were stored: ibea_lib"]
+def test_a_change_of_a_loaded_module_makes_the_outputs_stale(tmp_path):
+    path = stamped(tmp_path, notebook("x = 1"))
+    nb = json.loads(path.read_text())
+    nb["metadata"]["ibea"]["outputs"]["modules"]["ibea_lib.pytree"] = "0" * 16
+    path.write_text(json.dumps(nb))
+    assert outputs.problems(path) == ["changed since its outputs were stored: ibea_lib.pytree"]
 
 
 @pytest.mark.parametrize("chapter", outputs.chapters(), ids=lambda p: p.stem)

@@ -5,8 +5,9 @@ sees on GitHub or in JupyterLab). They stay honest because every execution throu
 *stamp* into the notebook's metadata (``metadata.ibea.outputs``): a fingerprint of
 
 * the chapter's code cells (their sources, in order; the Colab install cell excluded),
-* the library it imports: every ``ibea_lib/**/*.py`` as a syntax tree without docstrings (so that
-  comments and docstrings may change, code may not),
+* the library it imports: every module of ``ibea_lib`` that the kernel had loaded at the end of the run
+  (recorded by the run itself), each as a syntax tree without docstrings (so that comments and
+  docstrings may change, code may not),
 * the pinned environment (``requirements.txt``),
 
 and ``check`` fails for a chapter whose stamp is missing or differs from the current fingerprint,
@@ -41,6 +42,10 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SKIP_TAG = "colab-install"  # the Colab cell runs only in Colab (tools/sync_notebooks.py writes it)
+PROBE_MARK = "IBEA_LOADED_MODULES"
+PROBE = ("import json as _json, sys as _sys\n"
+         "_loaded = sorted(m for m in _sys.modules if m.split('.')[0] == 'ibea_lib')\n"
+         f"print({PROBE_MARK!r}, _json.dumps(_loaded))")
 BUDGETS = {"00": 90, "01": 90, "02": 90, "03": 90, "04": 120, "05": 240, "06": 120, "07": 120,
            "08": 240, "09": 240, "10": 240, "11": 240, "12": 240, "13": 120}
 
@@ -62,13 +67,27 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+def module_path(name: str, root: pathlib.Path = ROOT) -> pathlib.Path:
+    """The file of an ``ibea_lib`` module (``ibea_lib.book.stats`` -> ibea_lib/book/stats.py)."""
+    base = root.joinpath(*name.split("."))
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def module_fingerprint(name: str, root: pathlib.Path = ROOT) -> str:
+    """sha256 of a module's syntax tree without docstrings ("missing" if the module is gone)."""
+    path = module_path(name, root)
+    if not path.exists():
+        return "missing"
+    tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
+    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()[:16]
+
+
 def library_fingerprint(root: pathlib.Path = ROOT) -> str:
-    """sha256 of every ibea_lib/**/*.py as an AST without docstrings (comments never reach the AST)."""
+    """One fingerprint of every ibea_lib/**/*.py (for a quick look; the stamps keep one per module)."""
     digest = hashlib.sha256()
     for path in sorted((root / "ibea_lib").rglob("*.py")):
-        tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(ast.dump(tree, include_attributes=False).encode())
+        name = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        digest.update(f"{name}={module_fingerprint(name, root)};".encode())
     return digest.hexdigest()[:16]
 
 
@@ -96,25 +115,30 @@ def code_fingerprint(nb: dict) -> str:
     return digest.hexdigest()[:16]
 
 
-def fingerprint(nb: dict, root: pathlib.Path = ROOT) -> dict[str, str]:
-    return {"code": code_fingerprint(nb), "library": library_fingerprint(root),
-            "environment": environment_fingerprint(root)}
+def fingerprint(nb: dict, modules: list[str], root: pathlib.Path = ROOT) -> dict:
+    return {"code": code_fingerprint(nb), "environment": environment_fingerprint(root),
+            "modules": {name: module_fingerprint(name, root) for name in sorted(modules)}}
 
 
-def problems(path: pathlib.Path, root: pathlib.Path = ROOT, library: str | None = None) -> list[str]:
+def problems(path: pathlib.Path, root: pathlib.Path = ROOT) -> list[str]:
     """Why the stored outputs of ``path`` are not those of one fresh run of the current code ([] if none)."""
     nb = json.loads(path.read_text())
     found = []
     stamp = nb.get("metadata", {}).get("ibea", {}).get("outputs")
-    now = {"code": code_fingerprint(nb), "library": library or library_fingerprint(root),
-           "environment": environment_fingerprint(root)}
-    if not stamp:
+    if not stamp or "modules" not in stamp:
         found.append("never executed through tools/outputs.py (no stamp)")
     else:
-        changed = [k for k in ("code", "library", "environment") if stamp.get(k) != now[k]]
-        names = {"code": "its code cells", "library": "ibea_lib", "environment": "requirements.txt"}
+        changed = []
+        if stamp.get("code") != code_fingerprint(nb):
+            changed.append("its code cells")
+        modules = [name for name, digest in stamp["modules"].items()
+                   if module_fingerprint(name, root) != digest]
+        if modules:
+            changed.append(", ".join(modules))
+        if stamp.get("environment") != environment_fingerprint(root):
+            changed.append("requirements.txt")
         if changed:
-            found.append("changed since its outputs were stored: " + ", ".join(names[k] for k in changed))
+            found.append("changed since its outputs were stored: " + "; ".join(changed))
     counts = []
     for i, cell in enumerate(code_cells(nb)):
         for out in cell.get("outputs", []):
@@ -135,12 +159,18 @@ def execute(path: pathlib.Path, stamp: bool = True) -> None:
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
+    probe = nbformat.v4.new_code_cell(PROBE)  # which ibea_lib modules did the chapter load?
+    nb.cells.append(probe)
     start = time.perf_counter()
     client = NotebookClient(nb, timeout=None, kernel_name="python3", store_widget_state=True,
                             resources={"metadata": {"path": str(ROOT / "book")}})
     client.execute()
+    nb.cells.pop()
+    text = "".join(out.get("text", "") for out in probe.get("outputs", [])
+                   if out.get("output_type") == "stream")
+    modules = json.loads(text.split(PROBE_MARK, 1)[1])
     if stamp:
-        stamp_now = fingerprint(json.loads(nbformat.writes(nb)))
+        stamp_now = fingerprint(json.loads(nbformat.writes(nb)), modules)
         stamp_now["wall_seconds"] = round(time.perf_counter() - start, 1)
         nb.metadata.setdefault("ibea", {})["outputs"] = stamp_now
     nbformat.write(nb, path)
@@ -201,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "check":
         nbs = [pathlib.Path(n).resolve() for n in args.notebooks] or chapters(pathlib.Path(args.toc))
-        lib = library_fingerprint()
-        stale = {nb: problems(nb, library=lib) for nb in nbs}
+        stale = {nb: problems(nb) for nb in nbs}
         stale = {nb: p for nb, p in stale.items() if p}
         if not stale:
             print(f"[outputs] the stored outputs of {len(nbs)} chapters are current")

@@ -2,7 +2,7 @@
 
 The library proper (``import ibea_lib``) is the core: autodiff, BEA terms and fields, brackets,
 integrators, regularizers, pytrees, data and models. What only the chapters need lives here, one
-module per theme, and may change with the chapters:
+module per theme, and may change with the chapters (each imported on first use):
 
 ====================  ===========================================================================
 ``landscapes``        2-D losses, trajectories and contour plots (Part I)
@@ -19,19 +19,7 @@ module per theme, and may change with the chapters:
 ====================  ===========================================================================
 """
 
-from . import (
-    continual,
-    experiments,
-    forgetting,
-    landscapes,
-    multitask,
-    ordering,
-    plotting,
-    sgd,
-    stats,
-    training,
-    widgets,
-)
+import importlib
 
 __all__ = [
     "continual",
@@ -46,3 +34,17 @@ __all__ = [
     "training",
     "widgets",
 ]
+
+
+def __getattr__(name: str):
+    """Import a helper module on first use (``ib.book.stats``): a chapter loads only what it uses,
+    and its stored outputs depend only on those modules (tools/outputs.py)."""
+    if name in __all__:
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
