@@ -6,6 +6,8 @@ chapter's cell and run the script again (``--check`` tells whether the two agree
 and checked against the library's optimized version in the chapter named above it.
 """
 
+import itertools
+
 import torch
 
 import ibea_lib as ib
@@ -72,6 +74,149 @@ def gd_field_second_order(loss, theta, h):
     g = g_of_p.detach()
     (Hg_of_p,) = torch.autograd.grad(g_of_p @ g, p, create_graph=True)  # H(θ) g with g held fixed
     Hg = Hg_of_p.detach()
-    (Tgg,) = torch.autograd.grad(Hg_of_p @ g, p, retain_graph=True)  # ∇(gᵀ H(θ) g) = T[g, g]
+    # T[g, g] = ∇(gᵀ H(θ) g); it is zero where H does not depend on θ (a quadratic)
+    if Hg_of_p.requires_grad:
+        (Tgg,) = torch.autograd.grad(Hg_of_p @ g, p, retain_graph=True)
+    else:
+        Tgg = torch.zeros_like(g)
     (HHg,) = torch.autograd.grad(g_of_p @ Hg, p)  # H (H g)
     return -g - h / 2 * Hg + h**2 * (-HHg / 3 - Tgg / 12)
+
+
+# ----- from book/03_sgd.ipynb
+
+def reshuffling_field(batch_losses, theta, h):
+    """F_RR = −Σ_k ∇L_k − (h/2) Σ_k H_k ∇L_k = −∇(Σ_k L_k + (h/4) Σ_k ‖∇L_k‖²)."""
+    field = ib.scale(theta, 0.0)
+    for loss in batch_losses:
+        g = ib.grad(loss, theta)
+        field = ib.sub(field, g)
+        field = ib.add(field, ib.hvp(loss, theta, g), alpha=-h / 2)  # −(h/2) H_k g_k
+    return field
+
+
+def reshuffled_mean_epoch(batch_losses, theta, h, orders=None):
+    """The mean end point of one SGD epoch over the orders (default: all m! orders)."""
+    if orders is None:
+        orders = list(itertools.permutations(range(len(batch_losses))))
+    total = ib.scale(theta, 0.0)
+    for order in orders:
+        end = theta
+        for k in order:  # one GD step per batch, in this order
+            end = ib.add(end, ib.grad(batch_losses[k], end), alpha=-h)
+        total = ib.add(total, end)
+    return ib.scale(total, 1 / len(orders))
+
+
+def bracket_sum(batch_losses, theta, order=None):
+    """B_σ = Σ_{i<j} [∇L_σ(i), ∇L_σ(j)], with [∇L_a, ∇L_b] = H_b ∇L_a − H_a ∇L_b."""
+    order = list(range(len(batch_losses))) if order is None else list(order)
+    gs = {k: ib.grad(batch_losses[k], theta) for k in order}
+    total = ib.scale(theta, 0.0)
+    for i, a in enumerate(order):
+        for b in order[i + 1 :]:
+            total = ib.add(total, ib.hvp(batch_losses[b], theta, gs[a]))  # + H_b g_a
+            total = ib.sub(total, ib.hvp(batch_losses[a], theta, gs[b]))  # − H_a g_b
+    return total
+
+
+# ----- from book/04_multitask_modified_loss.ipynb
+
+def summed_step(losses, theta, h):
+    """Multitask GD: θ⁺ = θ − h Σ_i ∇L_i(θ), every gradient at the same θ."""
+    new = theta
+    for loss in losses:
+        new = ib.add(new, ib.grad(loss, theta), alpha=-h)
+    return new
+
+
+def alternating_sweep(losses, theta, h, order=None):
+    """One GD step per task in turn, each at the point the previous step reached (order: task indices)."""
+    for i in range(len(losses)) if order is None else order:
+        theta = ib.add(theta, ib.grad(losses[i], theta), alpha=-h)
+    return theta
+
+
+def conflict_free_step(losses, theta, h):
+    """θ⁺ = θ − h ∇L_cf, L_cf = Σ_i L_i − (h/2) Σ_{i<j} ⟨g_i, g_j⟩, with ∇⟨g_i, g_j⟩ = H_i g_j + H_j g_i."""
+    gs = [ib.grad(loss, theta) for loss in losses]
+    grad_cf = gs[0]
+    for g in gs[1:]:
+        grad_cf = ib.add(grad_cf, g)
+    for i in range(len(losses)):
+        for j in range(i + 1, len(losses)):
+            grad_cf = ib.add(grad_cf, ib.hvp(losses[i], theta, gs[j]), alpha=-h / 2)
+            grad_cf = ib.add(grad_cf, ib.hvp(losses[j], theta, gs[i]), alpha=-h / 2)
+    return ib.add(theta, grad_cf, alpha=-h)
+
+
+# ----- from book/06_lie_brackets.ipynb
+
+def field_bracket(X, Y, x):
+    """[X, Y](x) = DY(x)·X(x) − DX(x)·Y(x), by two Jacobian-vector products (no Jacobian is formed).
+
+    X and Y must be differentiable by torch.func (write a gradient field as torch.func.grad(L));
+    nothing is detached, so the result is itself a differentiable field and brackets can be nested."""
+    _, dy_x = torch.func.jvp(Y, (x,), (X(x),))  # DY(x) X(x)
+    _, dx_y = torch.func.jvp(X, (x,), (Y(x),))  # DX(x) Y(x)
+    return dy_x - dx_y
+
+
+# ----- from book/06_lie_brackets.ipynb
+
+def parallelogram(X, Y, x0, s, steps=50):
+    """Flow along X for a time s then along Y, and along Y then X, from x0 (RK4, `steps` per leg).
+
+    Returns the two paths "xy" and "yx" (each (2·steps + 1, d)) and "gap" = end(X then Y) − end(Y then X),
+    which is s²[X, Y](x0) + O(s³)."""
+    x_then = ib.flow_path(X, x0, s, steps=steps)
+    xy = torch.cat([x_then, ib.flow_path(Y, x_then[-1], s, steps=steps)[1:]])
+    y_then = ib.flow_path(Y, x0, s, steps=steps)
+    yx = torch.cat([y_then, ib.flow_path(X, y_then[-1], s, steps=steps)[1:]])
+    return {"xy": xy, "yx": yx, "gap": xy[-1] - yx[-1]}
+
+
+# ----- from book/06_lie_brackets.ipynb
+
+def stop_gradient_bracket(loss_a, loss_b, params):
+    """[∇L_a, ∇L_b] = ∇_θ(⟨∇L_b(θ), sg(∇L_a)⟩ − ⟨∇L_a(θ), sg(∇L_b)⟩): one reverse pass through both gradients.
+
+    params is a tensor or a dict of tensors; sg (stop-gradient) is detach()."""
+    is_dict = isinstance(params, dict)
+    leaves = [t.detach().requires_grad_(True) for t in (params.values() if is_dict else [params])]
+    theta = dict(zip(params, leaves)) if is_dict else leaves[0]
+    ga = torch.autograd.grad(loss_a(theta), leaves, create_graph=True)  # ∇L_a(θ), with its graph
+    gb = torch.autograd.grad(loss_b(theta), leaves, create_graph=True)  # ∇L_b(θ), with its graph
+    inner = sum((b * a.detach()).sum() - (a * b.detach()).sum() for a, b in zip(ga, gb))
+    out = torch.autograd.grad(inner, leaves)  # = H_b g_a − H_a g_b
+    return dict(zip(params, out)) if is_dict else out[0]
+
+
+# ----- from book/07_sequential_theorem.ipynb
+
+def sequential_field(losses, theta, h, bracket_sign=1.0):
+    """F_h = −Σ_i g_i − (h/2) Σ_i H_i g_i + (h/2) Σ_{i<j} [∇L_i, ∇L_j]: one sweep is its flow over time h."""
+    field = ib.scale(theta, 0.0)
+    for loss in losses:
+        g = ib.grad(loss, theta)
+        field = ib.sub(field, g)
+        field = ib.add(field, ib.hvp(loss, theta, g), alpha=-h / 2)  # −∇((h/4)‖g_i‖²)
+    for i in range(len(losses)):
+        for j in range(i + 1, len(losses)):
+            bracket = stop_gradient_bracket(losses[i], losses[j], theta)  # H_j g_i − H_i g_j
+            field = ib.add(field, bracket, alpha=bracket_sign * h / 2)
+    return field
+
+
+def flipped_sequential_field(losses, theta, h):
+    """A wrong candidate: the sequential field with the sign of its bracket term flipped."""
+    return sequential_field(losses, theta, h, bracket_sign=-1.0)
+
+
+def mean_over_orders(fn, losses, theta, h):
+    """The mean of fn(losses in the order σ, θ, h) over all n! orders σ."""
+    orders = list(itertools.permutations(losses))
+    total = ib.scale(theta, 0.0)
+    for order in orders:
+        total = ib.add(total, fn(list(order), theta, h))
+    return ib.scale(total, 1 / len(orders))
