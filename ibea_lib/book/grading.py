@@ -48,10 +48,19 @@ def forbid(*functions: Callable, namespace: MutableMapping | None = None) -> Ite
     """
     if not functions:
         raise ValueError("forbid needs at least one function")
-    targets = {id(f): f for f in functions}
     for f in functions:
         if not callable(f):
             raise TypeError(f"forbid takes functions, got {type(f).__name__}")
+    # a chapter's own copy of a #@save function (defined in the notebook) also forbids the copy that
+    # tools/save_cells.py put into ibea_lib.book.saved, which a student could call instead
+    from . import saved
+
+    copies = []
+    for f in functions:
+        twin = getattr(saved, getattr(f, "__name__", ""), None)
+        if getattr(f, "__module__", None) == "__main__" and callable(twin):
+            copies.append(twin)
+    targets = {id(f): f for f in (*functions, *copies)}
     spaces: list[MutableMapping] = [
         vars(m) for name, m in list(sys.modules.items())
         if m is not None and (name == "ibea_lib" or name.startswith("ibea_lib.") or name == "__main__")
