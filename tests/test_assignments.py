@@ -149,3 +149,114 @@ def test_command_line(tmp_path):
     assert "01_gd_is_euler.ipynb" in done.stdout
     assert (tmp_path / one.name).exists()
     assert nbformat.read(one, as_version=4).metadata.get("ibea", {}).get("student_version") is None
+
+
+# ------------------------------------------------------------------------------------------------
+# Exercises an instructor can grade (issue 18): folded solutions, locked checks, no bare library call
+# ------------------------------------------------------------------------------------------------
+
+GRADED = tuple(f"{n:02d}_" for n in range(1, 13))
+
+
+@pytest.mark.parametrize("path", [p for p in CHAPTERS if p.name.startswith(GRADED)], ids=lambda p: p.stem)
+def test_every_solution_is_folded(path):
+    """Every exercise-code cell carries hide-input: the web page shows the worked code folded."""
+    book = nbformat.read(path, as_version=4)
+    unfolded = [i for i, c in enumerate(book.cells)
+                if c.cell_type == "code" and ma.CODE_TAG in ma.tags(c) and "hide-input" not in ma.tags(c)]
+    assert not unfolded, f"{path.name}: exercise-code cells {unfolded} lack the tag hide-input"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_check_cells_are_locked_in_the_student_version(path, student):
+    for c in code_cells(student[path.name]):
+        if ma.CHECK_TAG in ma.tags(c):
+            assert c.metadata.get("editable") is False and c.metadata.get("deletable") is False
+        elif ma.CODE_TAG in ma.tags(c):
+            assert c.metadata.get("editable", True) is not False  # the student writes here
+
+
+# A "bare library call" for each exercise that has a library (or chapter) function doing the whole
+# job: the check cell must reject it. Exercises whose task has no such function (midpoint_step,
+# taylor_step, imbalance_factors, circulation, and rates_field, whose worked solution is itself one
+# call of ib.sequential_field on rescaled losses) are listed with None.
+BARE = {
+    "01_gd_is_euler": {"my_gd": "return ls.gd_trajectory(loss, theta0, h, n)", "midpoint_step": None},
+    "02_backward_error_analysis": {"my_modified_loss": "return ib.modified_loss(loss, theta, h)",
+                                   "taylor_step": None},
+    "03_sgd": {"my_epoch": "return sgd.epoch(batch_losses, theta, h, order)",
+               "order_gap": "return ib.sub(ib.sequential_steps([loss_a, loss_b], theta, h), "
+                            "ib.sequential_steps([loss_b, loss_a], theta, h)) / h**2"},
+    "04_multitask_modified_loss": {
+        "weighted_terms": "return ib.multitask_terms([lambda p, w=w, f=f: w * f(p) "
+                          "for w, f in zip(weights, losses)], theta, h)",
+        "imbalance_factors": None},
+    "06_lie_brackets": {"euler_gap": 'return parallelogram(X, Y, x0, s)["gap"]', "circulation": None},
+    "07_sequential_theorem": {"sequential_field_by_hand": "return sequential_field(losses, theta, h)",
+                              "rates_field": None},
+}
+BARE_SECOND = {  # a second cheat, tried in a second run where it matters
+    "03_sgd": {"order_gap": "return ib.lie_bracket(loss_a, loss_b, theta)"},
+    "07_sequential_theorem": {"sequential_field_by_hand": "return ib.sequential_field(losses, theta, h)"},
+}
+
+
+def _function_name(source: str) -> str:
+    tree = ast.parse(source)
+    return next(n.name for n in tree.body if isinstance(n, ast.FunctionDef))
+
+
+def _cheating_notebook(book, bare: dict[str, str | None]):
+    """The chapter with each exercise answered by its bare call, and every check cell guarded."""
+    nb = nbformat.from_dict(book)
+    current = None
+    cells = []
+    for c in nb.cells:
+        if c.cell_type == "code" and ma.CODE_TAG in ma.tags(c):
+            current = _function_name(c.source)
+            assert current in bare, f"no entry for the exercise {current} in BARE"
+            if bare[current] is not None:
+                c.source = ma.stub_code(c.source).replace(ma.STUB, bare[current])
+        elif c.cell_type == "code" and ma.CHECK_TAG in ma.tags(c):
+            if bare.get(current) is not None:
+                c.source = (
+                    "try:\n"
+                    f"    exec(compile({c.source!r}, 'check', 'exec'), globals())\n"
+                    "except AssertionError:\n"
+                    f"    __rejected__.append({current!r})\n"
+                    "else:\n"
+                    f"    __accepted__.append({current!r})\n"
+                )
+        cells.append(c)
+    cells.insert(0, nbformat.v4.new_code_cell("__rejected__, __accepted__ = [], []"))
+    cells.append(nbformat.v4.new_code_cell("import json\nprint(json.dumps([__rejected__, __accepted__]))"))
+    nb.cells = cells
+    return nb
+
+
+def _run(nb, path):
+    import json
+
+    from nbclient import NotebookClient
+
+    resources = {"metadata": {"path": str(path.parent)}}
+    client = NotebookClient(nb, timeout=900, kernel_name="python3", resources=resources)
+    client.execute()
+    out = nb.cells[-1].outputs[0]["text"]
+    return json.loads(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", sorted(BARE))
+def test_checks_reject_a_bare_library_call(stem):
+    """Each check cell fails when the exercise is answered by one call of what it asks to rebuild."""
+    path = ROOT / "book" / f"{stem}.ipynb"
+    book = nbformat.read(path, as_version=4)
+    names = [_function_name(c.source) for c in code_cells(book) if ma.CODE_TAG in ma.tags(c)]
+    assert set(names) == set(BARE[stem]), (stem, names)
+    for bare in (BARE[stem], {**{k: None for k in BARE[stem]}, **BARE_SECOND.get(stem, {})}):
+        if not any(v is not None for v in bare.values()):
+            continue
+        rejected, accepted = _run(_cheating_notebook(book, bare), path)
+        expected = sorted(k for k, v in bare.items() if v is not None)
+        assert sorted(rejected) == expected and not accepted, (stem, rejected, accepted)

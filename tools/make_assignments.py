@@ -14,7 +14,9 @@ What changes, in the style of nbgrader's release step (``nbgrader generate_assig
   line; the ``hide-input`` tag of those cells is removed (the book folds the worked code);
 * the outputs of the ``exercise-code`` and ``exercise-check`` cells are cleared (all outputs with
   ``--clear-all``) and every execution count is reset;
-* the ``exercise-check`` cells are kept as they are: they test the student's code.
+* the ``exercise-check`` cells are kept as they are, and locked: their metadata gets
+  ``editable: false`` and ``deletable: false`` (JupyterLab and Notebook then refuse to edit or delete
+  them; nbgrader's "read-only" cells work the same way), so a student cannot weaken a check.
 
 The book itself (the solution version) is never modified. nbgrader is not needed; only nbformat.
 """
@@ -128,6 +130,9 @@ def student_version(nb, *, clear_all: bool = False):
             cell.source = stub_code(cell.source)
             if CODE_TAG in cell_tags:
                 cell.metadata["tags"] = [t for t in cell_tags if t not in ("hide-input", "hide-cell")]
+            if CHECK_TAG in cell_tags:
+                cell.metadata["editable"] = False
+                cell.metadata["deletable"] = False
             if clear_all or CODE_TAG in cell_tags or CHECK_TAG in cell_tags:
                 cell.outputs = []
             cell.execution_count = None

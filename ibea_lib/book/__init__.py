@@ -16,6 +16,8 @@ module per theme, and may change with the chapters (each imported on first use):
 ``training``          a functional training loop with a progress bar, ``pick_device``
 ``plotting``          the book's figure style and log-log order plots
 ``widgets``           sliders whose frames are rendered in advance (work in the static HTML)
+``grading``           ``forbid``: check cells of the coding exercises reject a bare library call
+``saved``             the code the chapters teach, generated from their ``#@save`` cells
 ====================  ===========================================================================
 """
 
@@ -25,10 +27,12 @@ __all__ = [
     "continual",
     "experiments",
     "forgetting",
+    "grading",
     "landscapes",
     "multitask",
     "ordering",
     "plotting",
+    "saved",
     "sgd",
     "stats",
     "training",

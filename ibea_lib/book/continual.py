@@ -18,7 +18,6 @@ Conventions are those of FORMULAS.md: the Lie bracket of two vector fields is
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -27,8 +26,8 @@ from torch import Tensor
 
 from ..autodiff import Loss, check_losses
 from ..bea import bracket_sum, lie_bracket, order_averaged_field, sequential_field  # noqa: F401 (re-exported)
-from ..integrate import flow_path
-from ..pytree import Params, check_positive_int, scale, sub, tree_map
+from ..pytree import Params, check_positive_int, scale, sub
+from . import saved
 
 VectorField = Callable[[Tensor], Tensor]
 """A vector field x ↦ X(x) on R^d (a single tensor of shape (d,))."""
@@ -54,34 +53,26 @@ def field_jacobian(field: VectorField, x: Tensor) -> Tensor:
 def field_bracket(X: VectorField, Y: VectorField, x: Tensor) -> Tensor:
     """[X, Y](x) = DY(x)·X(x) − DX(x)·Y(x), with two Jacobian-vector products (torch.func.jvp).
 
+    Written in chapter 06 (``ibea_lib.book.saved.field_bracket``); this adds the argument check.
     For any smooth fields written with torch operations, not only gradients; ``X`` and ``Y``
     must be differentiable by ``torch.func`` (write a gradient field as ``torch.func.grad(L)``,
     not with :func:`ibea_lib.grad`, which detaches). For X = ∇L_a, Y = ∇L_b it equals
-    :func:`ibea_lib.lie_bracket` (H_b ∇L_a − H_a ∇L_b). Nothing is detached, so the result can
-    itself be differentiated (``lambda x: field_bracket(Y, Z, x)`` is again a field).
+    :func:`ibea_lib.lie_bracket` (H_b ∇L_a − H_a ∇L_b).
     """
-    _check_point(x)
-    vx, vy = X(x), Y(x)
-    _, dy_x = torch.func.jvp(Y, (x,), (vx,))
-    _, dx_y = torch.func.jvp(X, (x,), (vy,))
-    return dy_x - dx_y
+    return saved.field_bracket(X, Y, _check_point(x))
 
 
 def parallelogram(
     X: VectorField, Y: VectorField, x0: Tensor, s: float, steps: int = 50
 ) -> dict[str, Tensor]:
-    """Flow along X for time s then along Y, and along Y then X, from x0.
+    """Flow along X for time s then along Y, and along Y then X, from x0 (chapter 06's code).
 
     Returns the two polygonal paths ``"xy"`` and ``"yx"`` (each (2·steps+1, d)) and
     ``"gap"`` = end(X then Y) − end(Y then X), which is s²[X, Y](x0) + O(s³).
     """
     _check_point(x0, "x0")
     check_positive_int(steps, "steps")
-    x_then = flow_path(X, x0.detach(), s, steps=steps)
-    xy = torch.cat([x_then, flow_path(Y, x_then[-1], s, steps=steps)[1:]])
-    y_then = flow_path(Y, x0.detach(), s, steps=steps)
-    yx = torch.cat([y_then, flow_path(X, y_then[-1], s, steps=steps)[1:]])
-    return {"xy": xy, "yx": yx, "gap": xy[-1] - yx[-1]}
+    return saved.parallelogram(X, Y, x0.detach(), s, steps)
 
 
 # --------------------------------------------------------------------------- task order
@@ -93,22 +84,18 @@ def mean_over_orders(
     params: Params,
     lr: float,
 ) -> Params:
-    """The mean of ``fn(losses in order σ, params, lr)`` over all n! orders σ (n ≤ 6)."""
+    """The mean of ``fn(losses in order σ, params, lr)`` over all n! orders σ (n ≤ 6; chapter 07's code)."""
     losses = check_losses(losses)
     if len(losses) > 6:
         raise ValueError(f"mean_over_orders enumerates n! orders; n = {len(losses)} is too many (≤ 6)")
-    total, count = None, 0
-    for order in itertools.permutations(losses):
-        value = fn(list(order), params, lr)
-        total = value if total is None else tree_map(torch.add, total, value)
-        count += 1
-    return scale(total, 1.0 / count)
+    return saved.mean_over_orders(fn, losses, params, lr)
 
 
 def flipped_sequential_field(losses: Sequence[Loss], params: Params, lr: float) -> Params:
     """The sequential modified field with the sign of its bracket term flipped (a wrong candidate).
 
-    −∇(Σ L_i + (h/4)Σ‖g_i‖²) − (h/2)Σ_{i<j}[g_i, g_j] = 2 F̄ − F_seq.
+    −∇(Σ L_i + (h/4)Σ‖g_i‖²) − (h/2)Σ_{i<j}[g_i, g_j] = 2 F̄ − F_seq (the library's one-pass fields;
+    chapter 07 writes it term by term, ``ibea_lib.book.saved.flipped_sequential_field``).
     """
     return sub(scale(order_averaged_field(losses, params, lr), 2.0), sequential_field(losses, params, lr))
 

@@ -19,15 +19,31 @@ or ``ib.sharpness``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
 from ..autodiff import Loss, grad
-from ..integrate import flow
 from ..pytree import check_lr, check_positive_int
+from .saved import gd_field_second_order, global_errors
+
+__all__ = [
+    "contour",
+    "gd_field_second_order",
+    "gd_trajectory",
+    "global_errors",
+    "grid_values",
+    "hessian",
+    "hyperbola",
+    "max_distance",
+    "modified_2d",
+    "plot_trajectory",
+    "quadratic_2d",
+    "rosenbrock",
+    "rosenbrock_hessian",
+    "two_parameter_model",
+    "two_parameter_sharpness",
+]
 
 
 def _check_vector(theta: Tensor, name: str = "theta") -> None:
@@ -137,23 +153,8 @@ def hessian(loss: Loss, theta: Tensor) -> Tensor:
     return torch.autograd.functional.hessian(loss, theta.detach())
 
 
-def gd_field_second_order(loss: Loss, theta: Tensor, lr: float) -> Tensor:
-    """The GD modified field to second order in h, for a loss on a 1-dim tensor θ.
-
-    F = −g − (h/2) H g + h² (−⅓ H² g − (1/12) T[g, g]), with g = ∇L, H = ∇²L and
-    T[g, g] = ∇_θ(gᵀ ∇²L(θ) g) at fixed g (the third derivative applied twice). One GD step
-    follows the flow of F over time h to O(h⁴) per step (FORMULAS §1).
-    """
-    _check_vector(theta)
-    h = check_lr(lr)
-    p = theta.detach().requires_grad_(True)
-    g = torch.autograd.grad(loss(p), p, create_graph=True)[0]
-    g0 = g.detach()
-    hg = torch.autograd.grad(g @ g0, p, create_graph=True)[0]  # H g, still a function of θ
-    hg0 = hg.detach()
-    t_gg = torch.autograd.grad(hg @ g0, p, retain_graph=True)[0]  # ∇(gᵀ H(θ) g) = T[g, g]
-    h2g = torch.autograd.grad(g @ hg0, p)[0]  # H (H g)
-    return -g0 - (h / 2) * hg0 + h**2 * (-h2g / 3 - t_gg / 12)
+# gd_field_second_order is written and derived in chapter 02 (book/02_backward_error_analysis.ipynb)
+# and collected into ibea_lib.book.saved; it is re-exported here.
 
 
 # ---------------------------------------------------------------------------- trajectories
@@ -181,23 +182,7 @@ def max_distance(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).norm(dim=1).max()
 
 
-def global_errors(
-    loss: Loss, theta0: Tensor, lrs: Sequence[float], t_end: float, substeps: int = 20
-) -> Tensor:
-    """‖θ_n − θ(t_end)‖ for each h in ``lrs`` (a 1-D tensor), with n = t_end / h GD steps (an integer).
-
-    θ(t) is the gradient flow from θ0, sampled at the same times by RK4 (``substeps`` per step).
-    """
-    errors = []
-    for h in lrs:
-        h = check_lr(float(h), "every entry of lrs")
-        n = round(t_end / h)
-        if n < 1 or abs(n * h - t_end) > 1e-9 * max(1.0, t_end):
-            raise ValueError(f"t_end / h must be a positive integer; got t_end={t_end}, h={h}")
-        gd = gd_trajectory(loss, theta0, h, n)[-1]
-        exact = flow(lambda p: -grad(loss, p), theta0, t_end, steps=n * substeps)
-        errors.append((gd - exact).norm())
-    return torch.stack(errors)
+# global_errors is written in chapter 01 (book/01_gd_is_euler.ipynb), re-exported from ibea_lib.book.saved.
 
 
 # ---------------------------------------------------------------------------- pictures

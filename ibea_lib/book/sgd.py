@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .. import bea
 from ..autodiff import Loss, check_losses, grad, model_loss
 from ..integrate import sequential_steps
-from ..pytree import Params, check_positive_int, flatten, scale, tree_map
+from ..pytree import Params, check_lr, check_positive_int, flatten
+from . import saved
 
 
 def minibatch_losses(
@@ -73,7 +73,8 @@ def reshuffled_mean_epoch(
 
     This is the expected end point of one epoch of random reshuffling. To third order
     (O(h³) per epoch) it follows the flow over time h of :func:`reshuffling_field`,
-    because the bracket terms of the orders cancel in the mean.
+    because the bracket terms of the orders cancel in the mean. The code is written in
+    chapter 03 (``ibea_lib.book.saved.reshuffled_mean_epoch``); this adds the argument checks.
     """
     losses = check_losses(batch_losses)
     m = len(losses)
@@ -81,13 +82,10 @@ def reshuffled_mean_epoch(
         if m > 7:
             raise ValueError(f"all {m}! orders are too many; pass a sample of orders")
         orders = list(itertools.permutations(range(m)))
+    orders = [_check_order(o, m) for o in orders]
     if len(orders) == 0:
         raise ValueError("orders is empty")
-    ends = [epoch(losses, params, lr, o) for o in orders]
-    total = ends[0]
-    for e in ends[1:]:
-        total = tree_map(torch.add, total, e)
-    return scale(total, 1.0 / len(ends))
+    return saved.reshuffled_mean_epoch(losses, params, check_lr(lr), orders)
 
 
 def epoch_path(
@@ -135,13 +133,16 @@ def gradient_variance(batch_losses: Sequence[Loss], params: Params) -> Tensor:
     return ((stack - stack.mean(0)) ** 2).sum(1).mean()
 
 
-reshuffling_field = bea.order_averaged_field
-"""F = −∇(Σ_k L_k + (h/4) Σ_k ‖∇L_k‖²): the bracket-free modified field of one epoch.
+def reshuffling_field(batch_losses: Sequence[Loss], params: Params, lr: float) -> Params:
+    """F = −∇(Σ_k L_k + (h/4) Σ_k ‖∇L_k‖²): the bracket-free modified field of one epoch.
 
-Time normalization of FORMULAS §3: one epoch (m steps of size h) is compared with the flow of F
-over time h. Equivalently, with L = (1/m)Σ_k L_k, over time m·h the epoch follows the gradient
-flow of :func:`sgd_modified_loss`. Another name for :func:`ibea_lib.bea.order_averaged_field`.
-"""
+    Time normalization of FORMULAS §3: one epoch (m steps of size h) is compared with the flow of F
+    over time h. Equivalently, with L = (1/m)Σ_k L_k, over time m·h the epoch follows the gradient
+    flow of :func:`ibea_lib.sgd_modified_loss`. The code is written in chapter 03
+    (``ibea_lib.book.saved.reshuffling_field``) and checked there against
+    :func:`ibea_lib.order_averaged_field` (the library's one-pass version).
+    """
+    return saved.reshuffling_field(check_losses(batch_losses), params, check_lr(lr))
 
 
 def bracket_sum(batch_losses: Sequence[Loss], params: Params, order: Sequence[int] | None = None) -> Params:
@@ -149,9 +150,10 @@ def bracket_sum(batch_losses: Sequence[Loss], params: Params, order: Sequence[in
 
     A single epoch in the order σ differs from the reshuffling flow by
     (h²/2)·bracket_sum + O(h³) (:func:`reshuffling_field` vs :func:`ibea_lib.sequential_field`).
+    The code is written in chapter 03 (``ibea_lib.book.saved.bracket_sum``).
     """
     losses = check_losses(batch_losses)
     order = list(range(len(losses))) if order is None else _check_order(order, len(losses))
     if len(order) < 2:
         raise ValueError("a bracket sum needs at least two batch losses")
-    return bea.bracket_sum([losses[i] for i in order], params)
+    return saved.bracket_sum(losses, params, order)
