@@ -79,6 +79,7 @@ from . import (
 from .autodiff import (
     Loss,
     ModelLoss,
+    allow_constant,
     grad,
     gradient_terms,
     hessian_terms,
@@ -155,6 +156,7 @@ __all__ = [
     "params_of",
     "load_params",
     "sum_losses",
+    "allow_constant",
     # backward error analysis
     "alignment",
     "cosine",
