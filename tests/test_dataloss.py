@@ -143,8 +143,8 @@ def test_memory_does_not_grow_with_the_number_of_batches():
         return CE(out, target)
 
     batches = [(x[2 * i:2 * i + 2], y[2 * i:2 * i + 2]) for i in range(n_batches)]
-    la = ib.data_loss(model, criterion, batches)
-    lb = ib.data_loss(model, criterion, [(xb, 1 - yb) for xb, yb in batches])  # another task
+    la = ib.data_loss(model, criterion, batches, reduction="mean")
+    lb = ib.data_loss(model, criterion, [(xb, 1 - yb) for xb, yb in batches], reduction="mean")
     p = ib.params_of(model)
     br = ib.lie_bracket(la, lb, p)  # gradient passes, then HVP passes
     assert len(refs) == 4 * n_batches
