@@ -230,5 +230,8 @@ def check_lr(lr: float, name: str = "lr") -> float:
     if not math.isfinite(lr):
         raise ValueError(f"{name} must be finite, got {lr}")
     if lr <= 0:
-        raise ValueError(f"{name} must be > 0, got {lr}")
+        raise ValueError(
+            f"{name} must be > 0, got {lr} ({name} is the step h of the gradient-descent update in the "
+            "formula, not an optimizer's learning rate)"
+        )
     return lr
