@@ -504,10 +504,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*", help="names of the problems to run (e.g. 'MLP 1M')")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--methods", nargs="*", help="only these methods (e.g. two_grads ib.lie_bracket "
+                    "ib.generic autograd: the library's own ratios, without the peers)")
+    ap.add_argument("--rounds", type=int, help="rounds per problem (default: the problem's own)")
     args = ap.parse_args(argv)
     problems = QUICK if args.quick else FULL
     if args.only:
         problems = [p for p in problems if p[0] in args.only]
+    if args.methods or args.rounds:
+        problems = [(n, k, s, b, tuple(m for m in ms if not args.methods or m in args.methods),
+                     args.rounds or r, a) for n, k, s, b, ms, r, a in problems]
     res = run(problems, device=args.device, threads=args.threads, log=lambda s: print(s, flush=True))
     text = report(res)
     print(text)

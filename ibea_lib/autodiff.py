@@ -319,9 +319,41 @@ def check_finite(result: Params, what: str) -> Params:
     return result
 
 
+_SDP_NAMES = ("cudnn", "flash", "mem_efficient", "math", "overrideable")
+_SDP_FLAGS = [(getattr(torch._C, f"_get_{n}_sdp_enabled", None), getattr(torch._C, f"_set_sdp_use_{n}", None))
+              for n in _SDP_NAMES]
+_SDP_FAST = all(get is not None and set_ is not None for get, set_ in _SDP_FLAGS)
+
+
+class _MathAttention:
+    """``sdpa_kernel(SDPBackend.MATH)`` for the block, by reading and setting the five flags directly.
+
+    The same effect as torch's context manager at a fraction of its cost (it runs at every
+    differentiated evaluation); the caller's flags are restored on exit.
+    """
+
+    __slots__ = ("saved",)
+
+    def __enter__(self):
+        self.saved = [get() for get, _ in _SDP_FLAGS]
+        for (_, set_), name in zip(_SDP_FLAGS, _SDP_NAMES):
+            set_(name == "math")
+        return self
+
+    def __exit__(self, *exc):
+        for (_, set_), flag in zip(_SDP_FLAGS, self.saved):
+            set_(flag)
+        return False
+
+
+_NULL = contextlib.nullcontext()
+
+
 def _attention_for(create_graph: bool):
     """The math SDPA kernel when the graph will be differentiated again (it has a double backward)."""
-    return sdpa_kernel(SDPBackend.MATH) if create_graph else contextlib.nullcontext()
+    if not create_graph:
+        return _NULL
+    return _MathAttention() if _SDP_FAST else sdpa_kernel(SDPBackend.MATH)
 
 
 _CONSTANT_MESSAGE = (
