@@ -150,7 +150,9 @@ def timed(fn: Callable[[], object]) -> float:
     return time.process_time() - start
 
 
-def paired_ratios(bare, lib, pairs: int, warmup: int = 2, diffs: list | None = None) -> tuple[list[float], float]:
+def paired_ratios(
+    bare, lib, pairs: int, warmup: int = 2, diffs: list | None = None
+) -> tuple[list[float], float]:
     for _ in range(warmup):
         bare(), lib()
     ratios, bare_times = [], []
@@ -232,7 +234,8 @@ def main() -> None:
             f"Tiny MLP {'-'.join(map(str, TINY))} (tanh), batch {TINY_BATCH}: each timing is a block of "
             f"{TINY_BLOCK} calls; the overhead is (library − bare) per call, median over pairs of blocks.",
             "",
-            "| call | library / bare autograd | interquartile range | bare time per call (µs) | overhead per call (µs) |",
+            "| call | library / bare autograd | interquartile range | bare time per call (µs) "
+            "| overhead per call (µs) |",
             "|---|---|---|---|---|",
         ]
         lines += [f"| `{n}` | {r:.3f} | {lo:.3f}-{hi:.3f} | {t * 1e6:.0f} | {o * 1e6:.0f} |"

@@ -96,9 +96,9 @@ from .autodiff import (
 from .bea import (
     alignment,
     bracket_sum,
+    conflict_term,
     cosine,
     gd_field,
-    conflict_term,
     implicit_penalty,
     lie_bracket,
     modified_loss,

@@ -75,7 +75,7 @@ class ModelLoss:
     * **BatchNorm running statistics are never updated** through a model loss (nor through any
       ``ib.*`` objective built on it, e.g. ``ib.modified_loss(...).backward()`` in a training
       loop): the buffers are copies. To refresh them, run the model itself in train mode, e.g.
-      ``with torch.no_grad(): model.train(); model(x)`` (see :func:`ibea_lib.optim.update_buffers`);
+      ``with torch.no_grad(): model.train(); model(x)`` (see :func:`ibea_lib.update_buffers`);
     * **checks**: every tensor of ``params`` must have the shape of the model's parameter of that
       name (a wrong shape could otherwise broadcast silently); a forward pass that fails because
       params, inputs and the model's other parameters disagree in dtype or device raises a
@@ -459,7 +459,8 @@ def gradient_terms(
     """
     losses = check_losses(losses)
     leaves, attached = _leaves(params)
-    pairs = [_value_and_grad(f, leaves, attached, f"losses[{i}]", allow_constant) for i, f in enumerate(losses)]
+    pairs = [_value_and_grad(f, leaves, attached, f"losses[{i}]", allow_constant)
+             for i, f in enumerate(losses)]
     out = combine([v for v, _ in pairs], [g for _, g in pairs])
     values = list(out.values()) if isinstance(out, Mapping) else [out]
     if not all_finite(values):

@@ -101,7 +101,7 @@ def modified_loss(loss: Loss, params: Params, lr: float) -> Tensor:
     minimized directly as an explicitly regularized objective:
     ``ib.modified_loss(loss, dict(model.named_parameters()), lr=h).backward()``. The penalty alone
     is :func:`implicit_penalty`. BatchNorm running statistics are not updated by such a loop
-    (see :func:`ibea_lib.optim.update_buffers`).
+    (see :func:`ibea_lib.update_buffers`).
     """
     h = check_lr(lr)
     return gradient_terms([loss], params, lambda v, g: v[0] + (h / 4) * dot(g[0], g[0]))

@@ -215,7 +215,8 @@ def test_row_user_loss_objects_and_closures_with_model_attributes():
         model, criterion, inputs, targets = inner.model, inner.criterion, inner.inputs, inner.targets
 
         def f(p):
-            return criterion(torch.func.functional_call(model, p, (inputs,)), targets) * (1 + p["0.bias"].sum() ** 2)
+            out = torch.func.functional_call(model, p, (inputs,))
+            return criterion(out, targets) * (1 + p["0.bias"].sum() ** 2)
         return f
 
     _check_declined_and_right(model, (model_loss(la), model_loss(lb)))

@@ -205,7 +205,8 @@ def reference_terms(fns, params, C, e=None):
         for j in range(T):
             if C[k][j] != 0:
                 s = s + C[k][j] * sum((a * b.detach()).sum() for a, b in zip(gs[k], gs[j]))
-    hv = torch.autograd.grad(s, xs, allow_unused=True) if torch.is_tensor(s) and s.requires_grad else [None] * len(xs)
+    differentiable = torch.is_tensor(s) and s.requires_grad
+    hv = torch.autograd.grad(s, xs, allow_unused=True) if differentiable else [None] * len(xs)
     out = [torch.zeros_like(x) if h is None else h for x, h in zip(xs, hv)]
     if e is not None:
         out = [o + sum(e[j] * gs[j][i].detach() for j in range(T)) for i, o in enumerate(out)]
