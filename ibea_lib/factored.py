@@ -125,12 +125,14 @@ def _no_global_hooks() -> bool:
 
 
 def _autocast_on() -> bool:
-    for device in ("cpu", "cuda"):
+    for device in ("cpu", "cuda", "mps", "xpu"):
         try:
             if torch.is_autocast_enabled(device):
                 return True
-        except (TypeError, RuntimeError):  # older torch: no device argument
-            return bool(torch.is_autocast_enabled())
+        except TypeError:  # older torch: no device argument
+            return bool(torch.is_autocast_enabled()) or bool(torch.is_autocast_cpu_enabled())
+        except RuntimeError:  # a device type this build does not know
+            continue
     return False
 
 
