@@ -341,6 +341,11 @@ def _sync(p):
         torch.cuda.synchronize()
 
 
+CLOCK = [time.perf_counter]
+"""The timer of the pairs: wall time, or with ``--clock process`` this process's CPU time (on a
+shared machine with one thread per process, waiting for a core is then not counted)."""
+
+
 def paired_times(p, names, rounds) -> dict:
     """For every round and method: t(two_grads) then t(method); per-pair ratios."""
     pairs = {n: [] for n in names}
@@ -348,13 +353,13 @@ def paired_times(p, names, rounds) -> dict:
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
             _sync(p)
-            t0 = time.perf_counter()
+            t0 = CLOCK[0]()
             two_grads(p)
             _sync(p)
-            t1 = time.perf_counter()
+            t1 = CLOCK[0]()
             METHODS[n](p)
             _sync(p)
-            t2 = time.perf_counter()
+            t2 = CLOCK[0]()
             pairs[n].append((t1 - t0, t2 - t1))
     out = {}
     for n, ts in pairs.items():
@@ -435,6 +440,7 @@ def run(problems, *, device="cpu", threads=2, compile_on=("MLP 1M",), log=print)
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
     config = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
               "device": device, "threads": threads, "machine": platform.machine(),
+              "clock": "process CPU time" if CLOCK[0] is time.process_time else "wall time",
               "load_average_start": [round(x, 2) for x in load0] if load0 else None,
               "peers": {n: available(n) for n in PEERS}}
     results = []
@@ -465,6 +471,7 @@ def report(res: dict) -> str:
              "1-minute load averages are given per problem: a load above the number of cores means a "
              "shared machine, whose absolute times are inflated; the paired ratios are the numbers to read.",
              ""]
+    lines += [f"Timer: {c.get('clock', 'wall time')}.", ""]
     lines += ["Ratios: median over rounds of time(method) / time(two task gradients) measured right before "
              "it (paired), quartiles in brackets. Errors: relative to the float64 bare-autograd bracket "
              "(`ib.sequential_field` against the float64 generic field). Memory: extra peak bytes per "
@@ -504,10 +511,20 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*", help="names of the problems to run (e.g. 'MLP 1M')")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--methods", nargs="*", help="only these methods (e.g. two_grads ib.lie_bracket "
+                    "ib.generic autograd: the library's own ratios, without the peers)")
+    ap.add_argument("--rounds", type=int, help="rounds per problem (default: the problem's own)")
+    ap.add_argument("--clock", choices=("wall", "process"), default="wall",
+                    help="time the pairs by wall time (default) or by this process's CPU time (a shared "
+                    "machine, --threads 1, CPU only)")
     args = ap.parse_args(argv)
+    CLOCK[0] = time.process_time if args.clock == "process" else time.perf_counter
     problems = QUICK if args.quick else FULL
     if args.only:
         problems = [p for p in problems if p[0] in args.only]
+    if args.methods or args.rounds:
+        problems = [(n, k, s, b, tuple(m for m in ms if not args.methods or m in args.methods),
+                     args.rounds or r, a) for n, k, s, b, ms, r, a in problems]
     res = run(problems, device=args.device, threads=args.threads, log=lambda s: print(s, flush=True))
     text = report(res)
     print(text)

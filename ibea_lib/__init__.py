@@ -9,6 +9,7 @@ tensors, and every vector returned has the same structure, device and dtype. The
 ``lie_bracket(La, Lb, θ)``                        [∇La, ∇Lb] = H_b ∇La − H_a ∇Lb
 ``alignment``, ``cosine``                         ⟨∇La, ∇Lb⟩ and its normalized version
 ``modified_loss(L, θ, lr)``                       L + (h/4)‖∇L‖²  (differentiable)
+``implicit_penalty``, ``conflict_term``           the penalty alone: (h/4)‖∇L‖²; the conflict term
 ``multitask_terms(Ls, θ, lr)``                    loss, flatness, conflict and modified loss
 ``gd_field``, ``multitask_field``                 modified fields of GD and of GD on Σ L_i
 ``sequential_field``                              modified field of one step per task, in order
@@ -21,7 +22,7 @@ tensors, and every vector returned has the same structure, device and dtype. The
 ``value_and_grad``, ``gradient_terms``            the pipeline every call above is built on ...
 ``hessian_terms``                                 ... (Σ_k H_k u_k in one extra reverse pass)
 ``model_loss``, ``params_of``, ``load_params``    losses of modules, and their parameters
-``accumulate_grad``                               a direction into ``.grad`` (``torch.optim`` loops)
+``accumulate_grad``, ``update_buffers``           ``.grad`` and BatchNorm buffers in ``torch.optim`` loops
 ================================================  ==================================================
 
 Submodules: ``autodiff`` (the pipeline, module losses), ``bea`` (modified losses and fields,
@@ -34,7 +35,8 @@ its batches), ``distributed`` (the all-reduce over ``torch.distributed`` ranks; 
 
 Conventions (the same in every function):
 
-* **Step size**: ``lr`` is the h of the formula a function computes.
+* **Step size**: ``lr`` is the h of the formula a function computes (the step of the plain
+  gradient-descent update modeled), never the learning rate of an optimizer such as Adam.
 * **Pairs vs sequences**: a function defined for exactly two tasks takes two positional losses
   ``(loss_a, loss_b, params)``; one defined for any number of tasks takes one sequence
   ``losses`` (or ``batch_losses``).
@@ -79,6 +81,7 @@ from . import (
 from .autodiff import (
     Loss,
     ModelLoss,
+    allow_constant,
     grad,
     gradient_terms,
     hessian_terms,
@@ -93,8 +96,10 @@ from .autodiff import (
 from .bea import (
     alignment,
     bracket_sum,
+    conflict_term,
     cosine,
     gd_field,
+    implicit_penalty,
     lie_bracket,
     modified_loss,
     multitask_field,
@@ -113,7 +118,7 @@ from .integrate import (
     order_gap,
     sequential_steps,
 )
-from .optim import accumulate_grad
+from .optim import accumulate_grad, update_buffers
 from .pytree import Params, add, clone, dot, flatten, norm, scale, sub, unflatten, zeros_like
 from .regularizers import (
     bracket_corrected_steps,
@@ -155,11 +160,14 @@ __all__ = [
     "params_of",
     "load_params",
     "sum_losses",
+    "allow_constant",
     # backward error analysis
     "alignment",
     "cosine",
     "lie_bracket",
     "modified_loss",
+    "implicit_penalty",
+    "conflict_term",
     "multitask_terms",
     "gd_field",
     "multitask_field",
@@ -173,6 +181,7 @@ __all__ = [
     "bracket_corrected_steps",
     "pcgrad",
     "accumulate_grad",
+    "update_buffers",
     # updates, flows, orders
     "gd_step",
     "sequential_steps",

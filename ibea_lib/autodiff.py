@@ -71,7 +71,18 @@ class ModelLoss:
       advances. A model that draws random numbers (Dropout in train mode, attention dropout)
       needs ``seed``: the draws are then made from ``torch.manual_seed(seed)`` inside the fork,
       the same mask at every call (so ``lie_bracket(L, L, θ)`` is exactly 0). Without ``seed``
-      such a model raises ``RuntimeError`` (call ``model.eval()`` or pass ``seed``).
+      such a model raises ``RuntimeError`` (call ``model.eval()`` or pass ``seed``);
+    * **BatchNorm running statistics are never updated** through a model loss (nor through any
+      ``ib.*`` objective built on it, e.g. ``ib.modified_loss(...).backward()`` in a training
+      loop): the buffers are copies. To refresh them, run the model itself in train mode, e.g.
+      ``with torch.no_grad(): model.train(); model(x)`` (see :func:`ibea_lib.update_buffers`);
+    * **checks**: every tensor of ``params`` must have the shape of the model's parameter of that
+      name (a wrong shape could otherwise broadcast silently); a forward pass that fails because
+      params, inputs and the model's other parameters disagree in dtype or device raises a
+      ``ValueError`` that says so. ``seed`` may be any integer (a NumPy integer is converted).
+
+    The modules of the model are read once, when the loss is made (adding modules to the model
+    afterwards is not supported: make a new loss).
     """
 
     model: torch.nn.Module
@@ -80,6 +91,8 @@ class ModelLoss:
     targets: Any = field(repr=False)
     seed: int | None = None
     _names: frozenset = field(init=False, repr=False)
+    _shapes: dict = field(init=False, repr=False)
+    _modules: tuple = field(init=False, repr=False)
     _cuda: tuple = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -90,13 +103,16 @@ class ModelLoss:
                 "criterion must be callable (outputs, targets) -> tensor, "
                 f"got {type(self.criterion).__name__}"
             )
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
-        ):
-            raise TypeError(f"seed must be an int or None, got {type(self.seed).__name__}")
+        if self.seed is not None:
+            if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+                raise TypeError(f"seed must be an int or None, got {type(self.seed).__name__}")
+            object.__setattr__(self, "seed", int(self.seed))  # numpy.int64 -> int (torch needs int)
         state = [*self.model.parameters(), *self.model.buffers(), self.inputs, self.targets]
         cuda = sorted({t.device.index or 0 for t in state if isinstance(t, Tensor) and t.is_cuda})
-        object.__setattr__(self, "_names", frozenset(k for k, _ in self.model.named_parameters()))
+        shapes = {k: p.shape for k, p in self.model.named_parameters()}
+        object.__setattr__(self, "_names", frozenset(shapes))
+        object.__setattr__(self, "_shapes", shapes)
+        object.__setattr__(self, "_modules", tuple(self.model.modules()))
         object.__setattr__(self, "_cuda", tuple(cuda))
 
     def __call__(self, params: Mapping[str, Tensor]) -> Tensor:
@@ -105,29 +121,71 @@ class ModelLoss:
                 "a model loss takes a dict {name: tensor} of the model's parameters, "
                 f"got {type(params).__name__}"
             )
-        unknown = params.keys() - self._names
-        if unknown:
-            raise ValueError(f"params has keys that are not parameters of the model: {sorted(unknown)}")
+        shapes = self._shapes
+        for k, v in params.items():
+            want = shapes.get(k)
+            if want is None:
+                unknown = sorted(params.keys() - self._names)
+                raise ValueError(f"params has keys that are not parameters of the model: {unknown}")
+            if not isinstance(v, Tensor):
+                raise TypeError(f"params[{k!r}] must be a torch.Tensor, got {type(v).__name__}")
+            if v.shape != want:
+                raise ValueError(
+                    f"params[{k!r}] has shape {tuple(v.shape)}, the model's parameter has {tuple(want)}"
+                )
         model = self.model
         state: Any = params
-        if any(m.training for m in model.modules()):
-            buffers = {k: b.clone() for k, b in model.named_buffers()}
-            if buffers:
-                state = (params, buffers)
+        if any(m._buffers for m in self._modules) and any(m.training for m in self._modules):
+            state = (params, {k: b.clone() for k, b in model.named_buffers()})
         cuda = self._cuda or tuple(sorted({t.device.index or 0 for t in params.values() if t.is_cuda}))
-        with torch.random.fork_rng(devices=cuda):
+        try:
             if self.seed is not None:
-                _seed_forked(self.seed, cuda)
-                return self.criterion(functional_call(model, state, (self.inputs,)), self.targets)
+                with torch.random.fork_rng(devices=cuda):
+                    _seed_forked(self.seed, cuda)
+                    return self.criterion(functional_call(model, state, (self.inputs,)), self.targets)
+            # no fork: the RNG state is read before and after (cheaper than fork_rng's restore);
+            # a change is undone and refused
             before = _rng_state(cuda)
-            out = self.criterion(functional_call(model, state, (self.inputs,)), self.targets)
-            if not all(torch.equal(a, b) for a, b in zip(before, _rng_state(cuda))):
+            try:
+                out = self.criterion(functional_call(model, state, (self.inputs,)), self.targets)
+            finally:
+                after = _rng_state(cuda)
+                changed = not all(torch.equal(a, b) for a, b in zip(before, after))
+                if changed:
+                    _set_rng_state(before, cuda)
+            if changed:
                 raise RuntimeError(
                     "the model drew random numbers (Dropout in train mode?), so the loss is not a "
                     "function of the parameters; call model.eval(), or pass seed=... to "
                     "ib.model_loss to use the same random draws at every call"
                 )
             return out
+        except RuntimeError as error:
+            message = self._mismatch(params)
+            if message is None:
+                raise
+            raise ValueError(message) from error
+
+    def _mismatch(self, params: Mapping[str, Tensor]) -> str | None:
+        """A clear message when params, inputs and the model's other tensors disagree in dtype/device."""
+        named = {f"params[{k!r}]": v for k, v in params.items()}
+        named.update({f"the model's parameter {k!r}": p for k, p in self.model.named_parameters()
+                      if k not in params})
+        if isinstance(self.inputs, Tensor):
+            named["inputs"] = self.inputs
+        floats = {k: v for k, v in named.items() if v.is_floating_point()}
+        for what, values in (("dtype", {k: v.dtype for k, v in floats.items()}),
+                             ("device", {k: v.device for k, v in named.items()})):
+            if len(set(values.values())) > 1:
+                groups: dict = {}
+                for k, v in values.items():
+                    groups.setdefault(v, []).append(k)
+                parts = "; ".join(f"{v}: {', '.join(ks[:3])}{' …' if len(ks) > 3 else ''}"
+                                  for v, ks in groups.items())
+                return (f"the model's forward pass failed because params, inputs and the model's other "
+                        f"parameters have different {what}s ({parts}); convert them to one {what} "
+                        f"(e.g. model.to(...) and params = ib.params_of(model))")
+        return None
 
 
 def _seed_forked(seed: int, cuda: Sequence[int]) -> None:
@@ -139,7 +197,13 @@ def _seed_forked(seed: int, cuda: Sequence[int]) -> None:
 
 
 def _rng_state(cuda: Sequence[int]) -> list[Tensor]:
-    return [torch.get_rng_state(), *(torch.cuda.get_rng_state(d) for d in cuda)]
+    return [torch.default_generator.get_state(), *(torch.cuda.get_rng_state(d) for d in cuda)]
+
+
+def _set_rng_state(states: Sequence[Tensor], cuda: Sequence[int]) -> None:
+    torch.default_generator.set_state(states[0])
+    for d, state in zip(cuda, states[1:]):
+        torch.cuda.set_rng_state(state, d)
 
 
 def model_loss(
@@ -255,12 +319,83 @@ def check_finite(result: Params, what: str) -> Params:
     return result
 
 
+_SDP_NAMES = ("cudnn", "flash", "mem_efficient", "math", "overrideable")
+_SDP_FLAGS = [(getattr(torch._C, f"_get_{n}_sdp_enabled", None), getattr(torch._C, f"_set_sdp_use_{n}", None))
+              for n in _SDP_NAMES]
+_SDP_FAST = all(get is not None and set_ is not None for get, set_ in _SDP_FLAGS)
+
+
+class _MathAttention:
+    """``sdpa_kernel(SDPBackend.MATH)`` for the block, by reading and setting the five flags directly.
+
+    The same effect as torch's context manager at a fraction of its cost (it runs at every
+    differentiated evaluation); the caller's flags are restored on exit.
+    """
+
+    __slots__ = ("saved",)
+
+    def __enter__(self):
+        self.saved = [get() for get, _ in _SDP_FLAGS]
+        for (_, set_), name in zip(_SDP_FLAGS, _SDP_NAMES):
+            set_(name == "math")
+        return self
+
+    def __exit__(self, *exc):
+        for (_, set_), flag in zip(_SDP_FLAGS, self.saved):
+            set_(flag)
+        return False
+
+
+_NULL = contextlib.nullcontext()
+
+
 def _attention_for(create_graph: bool):
     """The math SDPA kernel when the graph will be differentiated again (it has a double backward)."""
-    return sdpa_kernel(SDPBackend.MATH) if create_graph else contextlib.nullcontext()
+    if not create_graph:
+        return _NULL
+    return _MathAttention() if _SDP_FAST else sdpa_kernel(SDPBackend.MATH)
 
 
-def _value_and_grad(loss: Loss, leaves: Params, create_graph: bool, name: str) -> tuple[Tensor, Params]:
+_CONSTANT_MESSAGE = (
+    "{name} does not depend on any tensor of params (its gradient would be exactly zero): most "
+    "likely the loss calls the model directly, e.g. lambda p: criterion(model(x), y), which "
+    "uses the model's own parameters instead of p. Use ib.model_loss(model, criterion, x, y), "
+    "or torch.func.functional_call(model, p, (x,)). If a constant loss is meant, pass "
+    "allow_constant=True (or wrap it: ib.allow_constant(loss))"
+)
+
+
+class _Constant:
+    """A loss that may be constant in params (see :func:`allow_constant`)."""
+
+    allow_constant = True
+
+    def __init__(self, loss: Loss) -> None:
+        if not callable(loss):
+            raise TypeError(f"allow_constant takes a loss callable, got {type(loss).__name__}")
+        self.loss = loss
+
+    def __call__(self, params: Params) -> Tensor:
+        return self.loss(params)
+
+    def __repr__(self) -> str:
+        return f"allow_constant({self.loss!r})"
+
+
+def allow_constant(loss: Loss) -> Loss:
+    """The same loss, marked as allowed not to depend on ``params`` (its gradient is then zero).
+
+    Every call of the library refuses a loss whose value does not depend on any tensor of
+    ``params`` (the usual cause is a loss that calls the model directly); wrap a loss that is
+    constant on purpose, or pass ``allow_constant=True`` to :func:`grad`, :func:`value_and_grad`,
+    :func:`hvp`, :func:`gradient_terms` or :func:`hessian_terms`.
+    """
+    return _Constant(loss)
+
+
+def _value_and_grad(
+    loss: Loss, leaves: Params, create_graph: bool, name: str, constant_ok: bool = False
+) -> tuple[Tensor, Params]:
     """(L, ∇L) at prepared leaves, checked: where every loss is evaluated and differentiated."""
     xs = tensors(leaves)
     with _attention_for(create_graph):
@@ -269,6 +404,8 @@ def _value_and_grad(loss: Loss, leaves: Params, create_graph: bool, name: str) -
             gs = torch.autograd.grad(value, xs, create_graph=create_graph, allow_unused=True)
         else:  # a loss that does not depend on params
             gs = [None] * len(xs)
+    if all(gi is None for gi in gs) and not (constant_ok or getattr(loss, "allow_constant", False) is True):
+        raise ValueError(_CONSTANT_MESSAGE.format(name=name))
     g = rebuild(leaves, [torch.zeros_like(x) if gi is None else gi for x, gi in zip(xs, gs)])
     if not all_finite([value, *tensors(g)]):
         if not bool(torch.isfinite(value)):
@@ -283,22 +420,26 @@ def detach(tree: Params) -> Params:
 
 
 @torch.enable_grad()
-def value_and_grad(loss: Loss, params: Params, *, create_graph: bool = False) -> tuple[Tensor, Params]:
+def value_and_grad(
+    loss: Loss, params: Params, *, create_graph: bool = False, allow_constant: bool = False
+) -> tuple[Tensor, Params]:
     """(L(θ), ∇L(θ)).
 
     With ``create_graph=True`` and ``params`` that require grad (a model's own parameters), both
-    stay differentiable; otherwise both are detached.
+    stay differentiable; otherwise both are detached. A loss that does not depend on any tensor of
+    ``params`` raises ``ValueError`` (usually a loss that calls the model directly instead of
+    through ``params``), unless ``allow_constant=True`` (then its gradient is zero).
     """
     leaves, attached = _leaves(params)
-    value, g = _value_and_grad(loss, leaves, create_graph, "loss")
+    value, g = _value_and_grad(loss, leaves, create_graph, "loss", allow_constant)
     if create_graph and attached:
         return value, g
     return value.detach(), detach(g)
 
 
-def grad(loss: Loss, params: Params) -> Params:
-    """∇L(θ), with the structure of ``params``."""
-    return value_and_grad(loss, params)[1]
+def grad(loss: Loss, params: Params, *, allow_constant: bool = False) -> Params:
+    """∇L(θ), with the structure of ``params`` (``allow_constant``: see :func:`value_and_grad`)."""
+    return value_and_grad(loss, params, allow_constant=allow_constant)[1]
 
 
 Combine = Callable[[list[Tensor], list[Params]], Any]
@@ -306,7 +447,9 @@ Combine = Callable[[list[Tensor], list[Params]], Any]
 
 
 @torch.enable_grad()
-def gradient_terms(losses: Sequence[Loss], params: Params, combine: Combine) -> Any:
+def gradient_terms(
+    losses: Sequence[Loss], params: Params, combine: Combine, *, allow_constant: bool = False
+) -> Any:
     """``combine([L_1(θ), …], [∇L_1(θ), …])``: a number made of values and gradients.
 
     The result (a 0-dim tensor, or a dict of them) is differentiable in ``params`` when they
@@ -316,14 +459,43 @@ def gradient_terms(losses: Sequence[Loss], params: Params, combine: Combine) -> 
     """
     losses = check_losses(losses)
     leaves, attached = _leaves(params)
-    pairs = [_value_and_grad(f, leaves, attached, f"losses[{i}]") for i, f in enumerate(losses)]
+    pairs = [_value_and_grad(f, leaves, attached, f"losses[{i}]", allow_constant)
+             for i, f in enumerate(losses)]
     out = combine([v for v, _ in pairs], [g for _, g in pairs])
     values = list(out.values()) if isinstance(out, Mapping) else [out]
     if not all_finite(values):
         raise FloatingPointError("the result is not finite (a gradient overflowed)")
     if attached:
         return out
+    if _frozen(params):  # the model's own parameters, all frozen: .backward() must say so
+        return {k: _Frozen.apply(v.detach(), _DUMMY) for k, v in out.items()} if isinstance(
+            out, Mapping) else _Frozen.apply(out.detach(), _DUMMY)
     return {k: v.detach() for k, v in out.items()} if isinstance(out, Mapping) else out.detach()
+
+
+def _frozen(params: Params) -> bool:
+    """Whether params are a model's own parameters (nn.Parameter), none of which requires grad."""
+    values = tensors(params)
+    return all(isinstance(t, torch.nn.Parameter) and not t.requires_grad for t in values)
+
+
+_DUMMY = torch.zeros((), requires_grad=True)
+
+
+class _Frozen(torch.autograd.Function):
+    """The value itself; its backward explains that nothing requires grad."""
+
+    @staticmethod
+    def forward(ctx, value, dummy):
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        raise RuntimeError(
+            "nothing requires grad: every tensor of params is a parameter with requires_grad=False "
+            "(a frozen model), so .backward() of this objective has nothing to fill. Unfreeze the "
+            "parameters to train (p.requires_grad_(True)), or read the number with float(...)"
+        )
 
 
 Coefficients = Callable[[list[Params]], list[Params | tuple[float, Params]]]
@@ -332,7 +504,7 @@ Coefficients = Callable[[list[Params]], list[Params | tuple[float, Params]]]
 
 @torch.enable_grad()
 def hessian_terms(
-    losses: Sequence[Loss], params: Params, coefficients: Coefficients
+    losses: Sequence[Loss], params: Params, coefficients: Coefficients, *, allow_constant: bool = False
 ) -> tuple[Params, list[Params]]:
     """(Σ_k H_k u_k, [g_1, …, g_n]): all the Hessian terms of a formula, in one extra reverse pass.
 
@@ -344,7 +516,7 @@ def hessian_terms(
     """
     losses = check_losses(losses)
     leaves, _ = _leaves(params)
-    pairs = [_value_and_grad(f, leaves, True, f"losses[{i}]") for i, f in enumerate(losses)]
+    pairs = [_value_and_grad(f, leaves, True, f"losses[{i}]", allow_constant) for i, f in enumerate(losses)]
     gs = [g for _, g in pairs]
     detached = [detach(g) for g in gs]
     us = coefficients(detached)
@@ -364,11 +536,11 @@ def _term(g: Params, u: Params | tuple[float, Params]) -> Tensor:
     return dot(g, detach(u))
 
 
-def hvp(loss: Loss, params: Params, v: Params) -> Params:
+def hvp(loss: Loss, params: Params, v: Params, *, allow_constant: bool = False) -> Params:
     """H v = ∇²L(θ) v, by reverse-over-reverse autodiff: ∇_θ ⟨∇L(θ), sg(v)⟩ (no Hessian is formed)."""
     check_params(params)
     check_same_structure(params, v)
-    hv, _ = hessian_terms([loss], params, lambda gs: [v])
+    hv, _ = hessian_terms([loss], params, lambda gs: [v], allow_constant=allow_constant)
     return check_finite(hv, "the Hessian-vector product")
 
 

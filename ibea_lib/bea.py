@@ -94,12 +94,60 @@ def cosine(loss_a: Loss, loss_b: Loss, params: Params) -> Tensor:
 def modified_loss(loss: Loss, params: Params, lr: float) -> Tensor:
     """L̃ = L + (h/4)‖∇L‖², the loss that gradient descent with step h = ``lr`` follows to O(h³).
 
-    Differentiable in ``params`` when they require grad (e.g. ``dict(model.named_parameters())``),
-    so it can be minimized directly as an explicitly regularized objective:
-    ``ib.modified_loss(loss, dict(model.named_parameters()), lr).backward()``.
+    ``lr`` is the h of the formula: the step of the plain gradient-descent update whose implicit
+    bias is modeled (or, used as an explicit regularizer, its strength), *not* the learning rate
+    of the optimizer you train with (Adam's ``lr``, say); the two are independent. Differentiable
+    in ``params`` when they require grad (e.g. ``dict(model.named_parameters())``), so it can be
+    minimized directly as an explicitly regularized objective:
+    ``ib.modified_loss(loss, dict(model.named_parameters()), lr=h).backward()``. The penalty alone
+    is :func:`implicit_penalty`. BatchNorm running statistics are not updated by such a loop
+    (see :func:`ibea_lib.update_buffers`).
     """
     h = check_lr(lr)
     return gradient_terms([loss], params, lambda v, g: v[0] + (h / 4) * dot(g[0], g[0]))
+
+
+def implicit_penalty(loss: Loss | Sequence[Loss], params: Params, lr: float) -> Tensor:
+    """The implicit penalty alone: what gradient descent with step h adds to the loss.
+
+    For one loss, (h/4)‖∇L‖²; for a sequence of task losses trained together by one step on
+    their sum, (h/4)‖Σ_i ∇L_i‖² = (h/4) Σ_i ‖∇L_i‖² + (h/2) Σ_{i<j} ⟨∇L_i, ∇L_j⟩ (flatness plus
+    conflict; the conflict term alone is :func:`conflict_term`). ``lr`` is the h of the formula
+    (the step of the plain GD update modeled, or the strength of the explicit regularizer), not the
+    learning rate of the optimizer that trains with it. Differentiable like :func:`modified_loss`,
+    so a ``torch.optim`` loop can add it to any objective::
+
+        params = dict(model.named_parameters())
+        objective = loss(params) + ib.implicit_penalty(loss, params, lr=h)   # h ≠ Adam's lr
+        opt.zero_grad(); objective.backward(); opt.step()
+    """
+    h = check_lr(lr)
+    if callable(loss):
+        return gradient_terms([loss], params, lambda v, g: (h / 4) * dot(g[0], g[0]))
+    losses = check_losses(loss)
+
+    def combine(values: list[Tensor], gs: list[Params]) -> Tensor:
+        total = gs[0] if len(gs) == 1 else sum_trees(gs)
+        return (h / 4) * dot(total, total)
+
+    return gradient_terms(losses, params, combine)
+
+
+def conflict_term(losses: Sequence[Loss], params: Params, lr: float) -> Tensor:
+    """(h/2) Σ_{i<j} ⟨∇L_i, ∇L_j⟩: the conflict term of one GD step of size h on Σ_i L_i.
+
+    The part of :func:`implicit_penalty` that couples the tasks (Part II of the book); ``lr`` is
+    the h of the formula. Differentiable like :func:`modified_loss`.
+    """
+    h = check_lr(lr)
+    losses = check_losses(losses)
+    if len(losses) < 2:
+        raise ValueError(f"the conflict term needs at least two task losses, got {len(losses)}")
+
+    def combine(values: list[Tensor], gs: list[Params]) -> Tensor:
+        return (h / 2) * sum(dot(gs[i], gs[j]) for i in range(len(gs)) for j in range(i + 1, len(gs)))
+
+    return gradient_terms(losses, params, combine)
 
 
 def multitask_terms(losses: Sequence[Loss], params: Params, lr: float) -> dict[str, Tensor]:
@@ -108,7 +156,9 @@ def multitask_terms(losses: Sequence[Loss], params: Params, lr: float) -> dict[s
     Returns ``loss`` = Σ_i L_i, ``flatness`` = (h/4) Σ_i ‖∇L_i‖²,
     ``conflict`` = (h/2) Σ_{i<j} ⟨∇L_i, ∇L_j⟩ and ``modified`` = their sum, which equals
     ``modified_loss`` of the summed loss, L + (h/4)‖Σ_i ∇L_i‖². Differentiable like
-    :func:`modified_loss`.
+    :func:`modified_loss`; ``lr`` is the h of the formula (not an optimizer's learning rate). The
+    penalty alone (flatness + conflict) is :func:`implicit_penalty`, the conflict term alone
+    :func:`conflict_term`.
     """
     h = check_lr(lr)
 

@@ -21,19 +21,30 @@ available (enough for every core call and for minimizing a modified loss); a thi
 raises autograd's "once_differentiable" error.
 
 Weights and reductions. The value is (1/N) Σ_examples ℓ(x, y), N the number of examples of all
-batches (of all ranks, see below). The criterion is assumed to return the *mean* over its batch
-(the default ``reduction="mean"`` of ``torch.nn`` losses and ``torch.nn.functional``); a batch of
-n_b examples then enters with weight n_b/N, so batches of unequal sizes (a last, smaller batch)
-are weighted right. A criterion that returns the batch *sum* (``reduction="sum"``) enters with
-weight 1/N; one that returns the per-example vector (``reduction="none"``) is summed. The reduction
-is read from ``criterion.reduction`` when the criterion has one (``nn.MSELoss(reduction="sum")``),
-or given with ``reduction=``. (A class-weighted ``CrossEntropyLoss`` with mean reduction divides by
-the sum of weights, not by n_b: pass ``reduction="sum"`` criteria for such losses.) The example
-count n_b is the length of the targets (the first dimension).
+batches (of all ranks, see below). A batch of n_b examples enters with weight n_b/N when the
+criterion returns the *mean* over its batch, with weight 1/N when it returns the batch *sum*, and a
+per-example vector (``reduction="none"``) is summed, so batches of unequal sizes (a last, smaller
+batch) are weighted right. The reduction must be known, never guessed: it is read from
+``criterion.reduction`` (``torch.nn`` losses, e.g. ``nn.MSELoss(reduction="sum")``), from the
+``reduction`` keyword of a ``functools.partial`` of a ``torch.nn.functional`` loss, or is "mean"
+for a ``torch.nn.functional`` loss itself (``F.cross_entropy``); any other criterion (a lambda, a
+function of your own) needs ``reduction=`` stated. (A class-weighted ``CrossEntropyLoss`` with mean
+reduction divides by the sum of weights, not by n_b: pass ``reduction="sum"`` criteria for such
+losses.) The example count n_b is the length of the targets (the first dimension).
 
-Passes must see the same examples: a ``DataLoader(..., shuffle=True)`` is fine (the order does not
-change the mean), ``drop_last=True`` with shuffling is not (each pass would drop other examples);
-the example count is checked on every pass.
+Passes see the same examples, in the same order, so every pass gives the same number:
+
+* every pass runs inside ``torch.random.fork_rng`` with the forked CPU generator seeded with a
+  fixed seed, so torch's global RNG never advances, and a ``DataLoader(..., shuffle=True)`` (whose
+  permutation is drawn from the global RNG) visits the examples in one fixed order in every pass;
+  a generator of the loader or of its sampler (``generator=``) is read before each pass and
+  restored after it (the caller's generator does not advance, and every pass repeats the same
+  order);
+* a fingerprint of the examples (count, and sums of a fixed random projection of every input and
+  target) is taken in the first pass and checked in every later one: a loader whose examples
+  change between passes (random augmentation from Python's or NumPy's RNG, a sampler that draws
+  with replacement, an ``IterableDataset`` that streams new data) raises ``RuntimeError``;
+* datasets without ``len`` (an ``IterableDataset``) work; the progress bar then has no total.
 
 Several processes: when ``torch.distributed`` is initialized (see :mod:`ibea_lib.distributed`),
 each pass ends with one ``all_reduce`` of the sums and the count, so every rank gets the result
@@ -48,9 +59,11 @@ dtype (so a float64 check of a float32 data set needs no copies by hand).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -104,15 +117,12 @@ class DataLoss:
             )
         if not isinstance(batches, Iterable):
             raise TypeError(f"batches must be an iterable of (inputs, targets), got {type(batches).__name__}")
-        if iter(batches) is batches:
+        if isinstance(batches, Iterator):
             raise TypeError(
                 "batches must be iterable more than once (a list, a tuple or a DataLoader); "
                 "a generator or an iterator is used up by the first pass over the data"
             )
-        if reduction is None:
-            reduction = getattr(criterion, "reduction", "mean")
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        reduction = _reduction(criterion, reduction)
         if distributed not in ("auto", True, False):
             raise ValueError(f"distributed must be 'auto', True or False, got {distributed!r}")
         if distributed is True and not _dist.active(group):
@@ -124,6 +134,8 @@ class DataLoss:
         self.reduction, self.progress, self.name = reduction, bool(progress), name
         self.distributed, self.group = distributed, group
         self.count: int | None = None  # examples of all ranks, set by the first pass
+        self._fingerprint: list | None = None  # of the first pass (this rank's examples)
+        self._projections: dict = {}
 
     def __repr__(self) -> str:
         n = "?" if self.count is None else self.count
@@ -150,9 +162,66 @@ class DataLoss:
     def _iterate(self, what: str):
         from tqdm.auto import tqdm
 
-        total = len(self.batches) if hasattr(self.batches, "__len__") else None
+        try:
+            total = len(self.batches)
+        except TypeError:  # an IterableDataset without __len__
+            total = None
         return tqdm(self.batches, total=total, desc=f"{self.name}: {what} pass", leave=False,
                     disable=not self.progress)
+
+    def _generators(self) -> list[torch.Generator]:
+        """The generators a DataLoader (and its samplers) draw from: restored after each pass."""
+        found = []
+        for obj in (self.batches, getattr(self.batches, "sampler", None),
+                    getattr(self.batches, "batch_sampler", None),
+                    getattr(getattr(self.batches, "batch_sampler", None), "sampler", None)):
+            g = getattr(obj, "generator", None)
+            if isinstance(g, torch.Generator) and all(g is not h for h in found):
+                found.append(g)
+        return found
+
+    def _projection(self, d: int, device: torch.device) -> Tensor:
+        key = (d, str(device))
+        if key not in self._projections:
+            gen = torch.Generator().manual_seed(d)
+            self._projections[key] = torch.randn(d, generator=gen, dtype=torch.float64).to(device)
+        return self._projections[key]
+
+    def _fingerprint_of(self, batch, acc: list[float]) -> None:
+        """Add this batch's examples to the fingerprint: per tensor, Σ s, Σ s², Σ |s| of s = x·r."""
+        slot = 0
+        for t in batch:
+            if not isinstance(t, Tensor) or t.dim() == 0 or t.shape[0] == 0:
+                continue
+            x = t.detach().reshape(t.shape[0], -1)
+            dtype = torch.float32 if x.device.type == "mps" else torch.float64
+            s = x.to(dtype) @ self._projection(x.shape[1], x.device).to(dtype)
+            stats = torch.stack([s.sum(), (s * s).sum(), s.abs().sum()]).tolist()
+            while len(acc) < slot + 3:
+                acc.append(0.0)
+            for i, v in enumerate(stats):
+                acc[slot + i] += v
+            slot += 3
+
+    def _check_fingerprint(self, fingerprint: list[float], count: int) -> None:
+        if self._fingerprint is None:
+            self._fingerprint = [float(count), *fingerprint]
+            return
+        first = self._fingerprint
+        same = len(first) == len(fingerprint) + 1 and first[0] == count
+        for i in range(0, len(fingerprint), 3) if same else ():
+            (s0, q0, a0), (s1, q1, _) = first[1 + i:4 + i], fingerprint[i:i + 3]
+            tol = 1e-9 * (a0 + 1.0)
+            if abs(s0 - s1) > tol or abs(q0 - q1) > 1e-9 * (q0 + 1.0):
+                same = False
+        if not same:
+            raise RuntimeError(
+                f"{self.name}: this pass saw other examples than the first pass, so the loss is not "
+                "one function of the parameters (a sampler with replacement or a random subset, "
+                "random augmentation drawn from Python's or NumPy's RNG, a stream of new data?); "
+                "pass batches that repeat the same examples, e.g. a list of (inputs, targets) or a "
+                "DataLoader without random transforms"
+            )
 
     def _batch_loss(self, batch, like: Tensor):
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
@@ -171,12 +240,39 @@ class DataLoss:
 
     def _pass(self, params, what: str, vectors=None):
         """One pass: ("value") Σℓ, ("grad") Σℓ and Σ∇ℓ, ("hvp") Σ ∇⟨∇ℓ, v⟩; each divided by N."""
-        keys = list(params)
-        like = params[keys[0]]
+        like = next(iter(params.values()))
+        cuda = sorted({t.device.index or 0 for t in params.values() if t.is_cuda})
+        generators = self._generators()
+        states = [g.get_state() for g in generators]
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                torch.default_generator.manual_seed(_PASS_SEED)  # the forked generator only
+                total, acc, count, fingerprint = self._accumulate(params, what, vectors, like)
+        finally:
+            for g, state in zip(generators, states):
+                g.set_state(state)
+        counted = torch.tensor(float(count), dtype=like.dtype, device=like.device)
+        if self._reduce():
+            total, counted, *acc = _dist.all_reduce_sum([total, counted, *acc], self.group)
+        n_all = int(round(counted.item()))
+        if n_all == 0:
+            raise ValueError(f"{self.name}: batches holds no examples")
+        if self.count is not None and n_all != self.count:
+            raise RuntimeError(
+                f"{self.name}: this pass saw {n_all} examples, an earlier one {self.count}; every pass "
+                "must see the same examples (no random subsets, no stream of new data)"
+            )
+        self._check_fingerprint(fingerprint, count)
+        self.count = n_all
+        return total / n_all, [a / n_all for a in acc]
+
+    def _accumulate(self, params, what, vectors, like):
         total = torch.zeros((), dtype=like.dtype, device=like.device)
         acc = [torch.zeros_like(p) for p in params.values()] if what != "value" else []
         count = 0
+        fingerprint: list[float] = []
         for batch in self._iterate(what):
+            self._fingerprint_of(batch if isinstance(batch, (tuple, list)) else (), fingerprint)
             f, n = self._batch_loss(batch, like)
             count += n
             if what == "value":
@@ -198,19 +294,45 @@ class DataLoss:
             for a, gi in zip(acc, gs):
                 if gi is not None:
                     a.add_(gi.detach())
-        counted = torch.tensor(float(count), dtype=like.dtype, device=like.device)
-        if self._reduce():
-            total, counted, *acc = _dist.all_reduce_sum([total, counted, *acc], self.group)
-        n_all = int(round(counted.item()))
-        if n_all == 0:
-            raise ValueError(f"{self.name}: batches holds no examples")
-        if self.count is not None and n_all != self.count:
-            raise RuntimeError(
-                f"{self.name}: this pass saw {n_all} examples, an earlier one {self.count}; every pass "
-                "must see the same examples (no drop_last with shuffle, no random subsets)"
+        return total, acc, count, fingerprint
+
+
+_PASS_SEED = 0
+"""The seed of the forked global generator in every pass (a shuffling DataLoader's permutation)."""
+
+_FUNCTIONAL_MEAN = (
+    F.cross_entropy, F.mse_loss, F.nll_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss,
+    F.binary_cross_entropy, F.binary_cross_entropy_with_logits, F.kl_div, F.poisson_nll_loss,
+    F.gaussian_nll_loss, F.soft_margin_loss, F.multilabel_soft_margin_loss, F.hinge_embedding_loss,
+    F.margin_ranking_loss, F.multi_margin_loss, F.cosine_embedding_loss,
+)
+
+
+def _reduction(criterion, stated: str | None) -> str:
+    """How ``criterion`` reduces a batch: stated, or read from it; never guessed."""
+    read = getattr(criterion, "reduction", None) if isinstance(criterion, torch.nn.Module) else None
+    if isinstance(criterion, functools.partial) and any(criterion.func is f for f in _FUNCTIONAL_MEAN):
+        read = criterion.keywords.get("reduction", "mean")
+    elif any(criterion is f for f in _FUNCTIONAL_MEAN):
+        read = "mean"
+    if stated is not None:
+        if stated not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {stated!r}")
+        if read is not None and read != stated:
+            raise ValueError(
+                f"reduction={stated!r} was given, but the criterion reduces with {read!r}; state its own"
             )
-        self.count = n_all
-        return total / n_all, [a / n_all for a in acc]
+        return stated
+    if read is None:
+        raise TypeError(
+            "data_loss cannot read how this criterion reduces a batch (it has no 'reduction' "
+            "attribute: a lambda or a function of your own); state it, e.g. "
+            "ib.data_loss(model, criterion, batches, reduction='mean') ('mean', 'sum' or 'none'), "
+            "so that batches are weighted right"
+        )
+    if read not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {read!r}")
+    return read
 
 
 def _move(t, like: Tensor):

@@ -13,19 +13,40 @@ backward costs 2.5–3 times (see ``benchmarks/``).
 
 :func:`hessian_terms` does this when it applies and is cheaper, and returns ``None`` otherwise, so
 ``ib.lie_bracket``, ``ib.sequential_field`` and ``ib.bracket_sum`` call it first and fall back to
-the generic reverse-over-reverse pass. It applies when
+the generic reverse-over-reverse pass.
 
-* every loss is an ``ib.model_loss`` of the *same* ``nn.Sequential`` model, with a 2-D input batch
-  (an ``nn.Flatten`` first is fine), each task with its own inputs, targets and criterion (any
-  criterion twice differentiable in the outputs: its own Hessian is taken by autograd on the
-  small output tensor);
-* the model's layers are ``nn.Linear`` (with or without bias), each followed by at most one
-  elementwise activation (``Tanh``, ``Sigmoid``, ``ReLU``, ``GELU``, ``SiLU``, ``Softplus``, ``ELU``,
-  ``CELU``, ``SELU``, ``LeakyReLU``, ``Softsign``, ``Mish``, ``Identity``);
-* ``params`` holds all the model's parameters, in one floating dtype and on one device.
+**The rule.** The factored path rebuilds the network itself, so it runs only when it can *prove*
+that it computes the same function as the model; in every other case the generic path runs,
+silently and exactly. It applies only when all of these hold:
+
+* every loss is an :class:`ibea_lib.ModelLoss` (made by ``ib.model_loss``; exact type: no
+  subclasses, no other object with ``model``/``criterion`` attributes, no closure or
+  ``lambda p: loss(p)``) of the *same* model;
+* the model is an ``nn.Sequential`` of exact type, and its children, walked in execution order,
+  are: an optional ``nn.Flatten(1, -1)`` first, then ``nn.Linear`` layers (with or without bias),
+  each followed by at most one activation of one of these exact types (no subclasses), with no
+  parameters, buffers or submodules and not ``inplace=True``: ``Tanh``, ``Sigmoid``, ``ReLU``,
+  ``GELU``, ``SiLU``, ``Softplus``, ``ELU``, ``CELU``, ``SELU``, ``LeakyReLU``, ``Softsign``,
+  ``Mish``; ``nn.Identity`` anywhere after the first layer;
+* every child appears once and every parameter belongs to one layer (a module used twice, a shared
+  activation instance or tied weights → generic path); no module has an instance-level
+  ``forward``;
+* no forward hook, forward pre-hook or backward hook on the model or on any child, and no global
+  module hook (``torch.nn.modules.module.register_module_forward_hook`` and friends);
+* autocast is off (CPU and CUDA) and inference mode is off;
+* every criterion is one of ``nn.CrossEntropyLoss``, ``nn.MSELoss``, ``nn.BCEWithLogitsLoss``,
+  ``nn.NLLLoss``, ``nn.HuberLoss``, ``nn.SmoothL1Loss``, ``nn.L1Loss`` (exact types, without hooks,
+  ``reduction`` "mean" or "sum") or the functions ``F.cross_entropy``, ``F.mse_loss``,
+  ``F.binary_cross_entropy_with_logits``, ``F.nll_loss``, ``F.huber_loss``, ``F.smooth_l1_loss``,
+  ``F.l1_loss`` themselves (its own Hessian is taken by autograd on the small output tensor);
+* the inputs of each task are one floating tensor, 2-D (or flattened to 2-D by the leading
+  ``Flatten``), with at least one row, of the params' dtype and device;
+* ``params`` holds all the model's parameters, of the model's shapes, in one floating dtype and on
+  one device.
 
 Convolutions, normalization layers, attention and anything else take the generic path. The
-result is exact (the same numbers as the double backward, to round-off).
+result is exact (the same numbers as the double backward, to round-off); the differential test
+``tests/test_fastpath_differential.py`` checks it on generated models.
 ``with ib.factored.disabled(): ...`` forces the generic path (for comparisons).
 """
 
@@ -35,7 +56,11 @@ import contextlib
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules import module as _module
+
+from .autodiff import ModelLoss
 
 __all__ = ["applies", "bracket_sum_coefficients", "disabled", "hessian_terms", "sequential_coefficients"]
 
@@ -54,10 +79,6 @@ def disabled():
         _ENABLED[0] = old
 
 
-_CLOSED_FORM = (nn.Tanh, nn.Sigmoid, nn.ReLU, nn.Identity)
-_ELEMENTWISE = (nn.GELU, nn.SiLU, nn.Softplus, nn.ELU, nn.CELU, nn.SELU, nn.LeakyReLU, nn.Softsign, nn.Mish)
-
-
 def sequential_coefficients(n: int, h: float) -> list[list[float]]:
     """C of ``ib.sequential_field``: u_k = (h/2)(2 Σ_{j<k} g_j − Σ_j g_j), i.e. C_kj = ±h/2."""
     return [[h / 2 if j < k else -h / 2 for j in range(n)] for k in range(n)]
@@ -68,65 +89,131 @@ def bracket_sum_coefficients(n: int) -> list[list[float]]:
     return [[1.0 if j < k else (-1.0 if j > k else 0.0) for j in range(n)] for k in range(n)]
 
 
+_ACTIVATIONS = frozenset({
+    nn.Tanh, nn.Sigmoid, nn.ReLU, nn.GELU, nn.SiLU, nn.Softplus, nn.ELU, nn.CELU, nn.SELU,
+    nn.LeakyReLU, nn.Softsign, nn.Mish,
+})
+_CRITERION_MODULES = frozenset({
+    nn.CrossEntropyLoss, nn.MSELoss, nn.BCEWithLogitsLoss, nn.NLLLoss, nn.HuberLoss,
+    nn.SmoothL1Loss, nn.L1Loss,
+})
+_CRITERION_FUNCTIONS = (
+    F.cross_entropy, F.mse_loss, F.binary_cross_entropy_with_logits, F.nll_loss, F.huber_loss,
+    F.smooth_l1_loss, F.l1_loss,
+)
+_MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks", "_global_forward_hooks_always_called")
+
+
 def _parts(loss):
-    """(model, criterion, inputs, targets) of an ``ib.model_loss``, or None."""
-    if all(hasattr(loss, a) for a in ("model", "criterion", "inputs", "targets")):
-        return loss.model, loss.criterion, loss.inputs, loss.targets
-    code = getattr(loss, "__code__", None)  # the closure form of model_loss (ibea_lib 0.1)
-    if code is None or not getattr(loss, "__qualname__", "").startswith("model_loss."):
+    """(model, criterion, inputs, targets) of an ``ib.ModelLoss`` (exact type), or None."""
+    if type(loss) is not ModelLoss:
         return None
-    cells = dict(zip(code.co_freevars, (c.cell_contents for c in loss.__closure__ or ())))
-    if not all(k in cells for k in ("model", "criterion", "inputs", "targets")):
-        return None
-    return cells["model"], cells["criterion"], cells["inputs"], cells["targets"]
+    return loss.model, loss.criterion, loss.inputs, loss.targets
+
+
+def _plain(mod: nn.Module) -> bool:
+    """No hooks and no instance-level ``forward`` on this module."""
+    if any(getattr(mod, h, None) for h in _MODULE_HOOKS):
+        return False
+    return "forward" not in vars(mod) and "__call__" not in vars(mod)
+
+
+def _no_global_hooks() -> bool:
+    return not any(getattr(_module, h, None) for h in _GLOBAL_HOOKS)
+
+
+def _autocast_on() -> bool:
+    for device in ("cpu", "cuda", "mps", "xpu"):
+        try:
+            if torch.is_autocast_enabled(device):
+                return True
+        except TypeError:  # older torch: no device argument
+            return bool(torch.is_autocast_enabled()) or bool(torch.is_autocast_cpu_enabled())
+        except RuntimeError:  # a device type this build does not know
+            continue
+    return False
+
+
+def _criterion_ok(criterion) -> bool:
+    if type(criterion) in _CRITERION_MODULES:
+        return (_plain(criterion) and not criterion._modules and not criterion._parameters
+                and getattr(criterion, "reduction", None) in ("mean", "sum"))
+    return any(criterion is f for f in _CRITERION_FUNCTIONS)
 
 
 def _layers(model):
-    """[(linear_name, linear, activation or None)] and whether a Flatten comes first, or None."""
-    if type(model) is not nn.Sequential:
+    """[(linear_name, linear, activation or None)] and whether a Flatten comes first, or None.
+
+    Walks ``model._modules`` (every child in execution order, repeated ones included: unlike
+    ``named_children()``, which skips a module seen before) and proves the structure of the rule
+    in the module docstring; None as soon as anything is not covered.
+    """
+    if type(model) is not nn.Sequential or not _plain(model) or model._parameters or model._buffers:
         return None
-    mods = list(model.named_children())
+    mods = list(model._modules.items())
+    seen: set[int] = set()
+    for _, mod in mods:
+        if mod is None or id(mod) in seen or not _plain(mod) or mod._modules:
+            return None
+        seen.add(id(mod))
     flatten = False
     if mods and type(mods[0][1]) is nn.Flatten:
-        if (mods[0][1].start_dim, mods[0][1].end_dim) != (1, -1):
+        if (mods[0][1].start_dim, mods[0][1].end_dim) != (1, -1) or mods[0][1]._parameters:
             return None
         flatten, mods = True, mods[1:]
     layers = []
+    params_seen: set[int] = set()
     for name, mod in mods:
-        if type(mod) is nn.Linear:
+        kind = type(mod)
+        if kind is nn.Linear:
+            own = mod._parameters
+            if set(own) != {"weight", "bias"} or mod._buffers or own["weight"] is None:
+                return None
+            for p in own.values():
+                if p is not None:
+                    if id(p) in params_seen:
+                        return None  # tied weights: named_parameters() would hide the second use
+                    params_seen.add(id(p))
             layers.append([name, mod, None])
-        elif isinstance(mod, _CLOSED_FORM + _ELEMENTWISE) and layers and layers[-1][2] is None:
-            if type(mod) is not nn.Identity:
-                layers[-1][2] = mod
-        elif type(mod) is nn.Identity:
+        elif kind is nn.Identity and layers:
             continue
+        elif kind in _ACTIVATIONS and layers and layers[-1][2] is None:
+            if mod._parameters or mod._buffers or getattr(mod, "inplace", False):
+                return None
+            layers[-1][2] = mod
         else:
             return None
     return (layers, flatten) if layers else None
 
 
 def applies(losses: Sequence, params) -> bool:
-    """Whether ``hessian_terms`` can take the factored path for these losses and params."""
+    """Whether ``ibea_lib.factored.hessian_terms`` can take the factored path (the module's rule)."""
     return _plan(losses, params) is not None
 
 
 def _plan(losses, params):
-    if not _ENABLED[0] or not isinstance(params, Mapping) or len(losses) < 1:
+    if not _ENABLED[0] or not isinstance(params, Mapping) or len(losses) < 1 or len(params) == 0:
         return None
-    if torch.is_inference_mode_enabled():
-        return None  # the generic path says what to do
+    if torch.is_inference_mode_enabled() or _autocast_on() or not _no_global_hooks():
+        return None  # the generic path decides (or says what to do)
     parts = [_parts(f) for f in losses]
     if any(p is None for p in parts) or any(p[0] is not parts[0][0] for p in parts):
+        return None
+    if not all(_criterion_ok(p[1]) for p in parts):
         return None
     model = parts[0][0]
     structure = _layers(model)
     if structure is None:
         return None
     layers, flatten = structure
-    names = [n for n, _ in model.named_parameters()]
-    if set(params) != set(names) or len(params) != len(names):
+    names = {f"{name}.{k}" for name, lin, _ in layers for k, p in lin._parameters.items() if p is not None}
+    if set(params) != names or len(params) != len(names):
         return None
     values = list(params.values())
+    if not all(isinstance(v, Tensor) for v in values):
+        return None
     dtype, device = values[0].dtype, values[0].device
     if not dtype.is_floating_point or any(v.dtype != dtype or v.device != device for v in values):
         return None
@@ -138,10 +225,12 @@ def _plan(losses, params):
         b = params.get(f"{name}.bias")
         if w is None or w.shape != lin.weight.shape or (lin.bias is None) != (b is None):
             return None
+        if b is not None and b.shape != lin.bias.shape:
+            return None
         weights.append((name, w, b, act))
     xs = []
     for _, _, x, _ in parts:
-        if not isinstance(x, Tensor) or x.dim() < 2 or x.device != device or x.dtype != dtype:
+        if type(x) not in (Tensor, nn.Parameter) or x.dim() < 2 or x.device != device or x.dtype != dtype:
             return None
         x = x.reshape(x.shape[0], -1) if flatten else x
         if x.dim() != 2 or x.shape[1] != weights[0][1].shape[1] or x.shape[0] == 0:

@@ -23,8 +23,22 @@ Bracket-corrected sweep (one step per task, then the correction, evaluated after
     ib.accumulate_grad(params, ib.bracket_correction(task_losses, params, lr=h))
     opt.step()                        # with SGD(lr=h): θ ← θ − (h²/2) Σ_{i<j} [∇L_i, ∇L_j]
 
+With another optimizer (Adam, say), ``lr=`` of the library is still the h of the formula, the
+step of the plain gradient-descent update whose implicit bias is made explicit (the strength of the
+regularizer), and has nothing to do with the optimizer's learning rate::
+
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)           # Adam's step
+    objective = loss(params) + ib.implicit_penalty(loss, params, lr=0.05)   # h of (h/4)‖∇L‖²
+
+BatchNorm. The ``ib.*`` losses never change the model: a model loss in train mode normalizes
+with the batch statistics but works on copies of the buffers, so ``running_mean``,
+``running_var`` and ``num_batches_tracked`` are **never updated** by a loop that trains through
+them. Update them with a plain forward pass in train mode, e.g. once per step or once before
+evaluation: :func:`update_buffers` (``with torch.no_grad(): model.train(); model(x)``).
+
 The modified losses are in :mod:`ibea_lib.bea` and :mod:`ibea_lib.regularizers`; this module
-adds the one piece a loop needs besides ``.backward()``: writing a direction into ``.grad``.
+adds the pieces a loop needs besides ``.backward()``: writing a direction into ``.grad``, and
+updating the buffers.
 """
 
 from __future__ import annotations
@@ -35,6 +49,28 @@ import torch
 from torch import Tensor
 
 from .pytree import Params, check_same_structure, not_params_message, tensors
+
+__all__ = ["accumulate_grad", "update_buffers"]
+
+
+def update_buffers(model: torch.nn.Module, *inputs) -> None:
+    """Update the model's buffers (BatchNorm running statistics) with one plain forward pass.
+
+    ``model(*inputs)`` in train mode under ``torch.no_grad()``; the model's mode is restored
+    afterwards, and no gradient is recorded. This is the documented way to keep BatchNorm's
+    running statistics current while training through ``ib.*`` losses, which never update them.
+    (A model that draws random numbers, e.g. Dropout, draws them here as in any forward pass.)
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"update_buffers takes a torch.nn.Module, got {type(model).__name__}")
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model.train()
+            model(*inputs)
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def accumulate_grad(params: Params, direction: Params) -> None:

@@ -101,6 +101,10 @@ def all_finite(values: Sequence[Tensor]) -> bool:
     The fast path sums each tensor (a NaN or an infinity makes a sum non-finite); only when a
     sum is not finite, which a huge but finite tensor can also cause, is every entry examined.
     """
+    if all(v.device.type == "cpu" for v in values):  # no device sync to save: Python floats are cheapest
+        if math.isfinite(sum(float(v.detach().sum()) for v in values)):  # a NaN/inf makes the sum non-finite
+            return True
+        return all(bool(torch.isfinite(v).all()) for v in values)
     sums = [v.sum() for v in values]
     first = sums[0]
     if all(t.device == first.device and t.dtype == first.dtype for t in sums):
@@ -226,5 +230,8 @@ def check_lr(lr: float, name: str = "lr") -> float:
     if not math.isfinite(lr):
         raise ValueError(f"{name} must be finite, got {lr}")
     if lr <= 0:
-        raise ValueError(f"{name} must be > 0, got {lr}")
+        raise ValueError(
+            f"{name} must be > 0, got {lr} ({name} is the step h of the gradient-descent update in the "
+            "formula, not an optimizer's learning rate)"
+        )
     return lr

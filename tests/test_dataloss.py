@@ -143,11 +143,112 @@ def test_memory_does_not_grow_with_the_number_of_batches():
         return CE(out, target)
 
     batches = [(x[2 * i:2 * i + 2], y[2 * i:2 * i + 2]) for i in range(n_batches)]
-    la = ib.data_loss(model, criterion, batches)
-    lb = ib.data_loss(model, criterion, [(xb, 1 - yb) for xb, yb in batches])  # another task
+    la = ib.data_loss(model, criterion, batches, reduction="mean")
+    lb = ib.data_loss(model, criterion, [(xb, 1 - yb) for xb, yb in batches], reduction="mean")
     p = ib.params_of(model)
     br = ib.lie_bracket(la, lb, p)  # gradient passes, then HVP passes
     assert len(refs) == 4 * n_batches
     assert alive_max[0] == 0  # no earlier batch's graph was alive when a new batch started
     ref = ib.lie_bracket(ib.model_loss(model, CE, x, y), ib.model_loss(model, CE, x, 1 - y), p)
     assert _rel(br, ref) < 1e-12
+
+
+# ---- issue 17: data pipelines that cannot drift (one test per row of the issue's table) ----
+
+def _shuffled_problem(drop_last=True, generator=None):
+    gen = torch.Generator().manual_seed(5)
+    model = ib.models.mlp([4, 6, 3], seed=5, dtype=torch.float64)
+    x = torch.randn(50, 4, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (50,), generator=gen)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True, drop_last=drop_last,
+                        generator=generator)
+    return model, x, y, loader
+
+
+@pytest.mark.parametrize("with_generator", [False, True])
+def test_row_shuffled_dataloader_with_drop_last_gives_the_same_number_every_pass(with_generator):
+    gen = torch.Generator().manual_seed(3) if with_generator else None
+    model, _, _, loader = _shuffled_problem(generator=gen)
+    p = ib.params_of(model)
+    v = {k: torch.ones_like(t) for k, t in p.items()}
+    d = ib.data_loss(model, CE, loader)
+    d2 = ib.data_loss(model, CE, loader)
+    state = gen.get_state() if gen is not None else None
+    h1, h2 = ib.hvp(d, p, v), ib.hvp(d, p, v)
+    assert all(torch.equal(h1[k], h2[k]) for k in h1)  # bit-identical passes
+    g = ib.grad(d, p)
+    bracket = ib.lie_bracket(d, d2, p)  # two equal losses: zero to round-off
+    assert float(ib.norm(bracket)) <= 1e-14 * float(ib.norm(g))
+    if gen is not None:
+        assert torch.equal(gen.get_state(), state)  # the caller's generator does not advance
+
+
+def test_row_lambda_criterion_with_sum_reduction_must_state_it():
+    model, x, y, _ = _shuffled_problem()
+    p = ib.params_of(model)
+    batches = [(x[i:i + 10], y[i:i + 10]) for i in range(0, 50, 10)]
+    def summed(out, t):
+        return torch.nn.functional.cross_entropy(out, t, reduction="sum")
+
+    with pytest.raises(TypeError, match="reduction="):
+        ib.data_loss(model, summed, batches)
+    ref = ib.grad(ib.model_loss(model, CE, x, y), p)
+    assert _rel(ib.grad(ib.data_loss(model, summed, batches, reduction="sum"), p), ref) < 1e-12
+    with pytest.raises(ValueError, match="reduces with 'sum'"):
+        ib.data_loss(model, torch.nn.CrossEntropyLoss(reduction="sum"), batches, reduction="mean")
+    import functools
+    partial = functools.partial(torch.nn.functional.cross_entropy, reduction="sum")
+    assert ib.data_loss(model, partial, batches).reduction == "sum"
+
+
+def test_row_data_loss_never_advances_the_global_rng():
+    model, _, _, loader = _shuffled_problem(drop_last=False)
+    p = ib.params_of(model)
+    d = ib.data_loss(model, CE, loader)
+    before = torch.get_rng_state()
+    ib.grad(d, p)
+    ib.lie_bracket(d, ib.data_loss(model, CE, loader), p)
+    with torch.no_grad():
+        d(p)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_row_iterable_dataset_without_len():
+    model, x, y, _ = _shuffled_problem()
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(zip(x, y))
+
+    loader = DataLoader(Stream(), batch_size=16)
+    with pytest.raises(TypeError):
+        len(loader)
+    p = ib.params_of(model)
+    got = ib.grad(ib.data_loss(model, CE, loader, progress=True), p)
+    assert _rel(got, ib.grad(ib.model_loss(model, CE, x, y), p)) < 1e-12
+
+
+def test_examples_that_change_between_passes_are_refused():
+    model, x, y, _ = _shuffled_problem()
+    import random
+
+    class Augmented(torch.utils.data.Dataset):  # noise from Python's RNG: not controlled by torch
+        def __len__(self):
+            return 50
+
+        def __getitem__(self, i):
+            return x[i] + random.gauss(0.0, 0.1), y[i]
+
+    d = ib.data_loss(model, CE, DataLoader(Augmented(), batch_size=10))
+    p = ib.params_of(model)
+    with pytest.raises(RuntimeError, match="other examples"):
+        ib.grad(d, p)
+        ib.grad(d, p)
+    # torch's own RNG in a transform is fixed per pass: accepted, the same number every pass
+    class TorchAugmented(Augmented):
+        def __getitem__(self, i):
+            return x[i] + 0.1 * torch.randn(4, dtype=x.dtype), y[i]
+
+    d = ib.data_loss(model, CE, DataLoader(TorchAugmented(), batch_size=10, shuffle=True))
+    g1, g2 = ib.grad(d, p), ib.grad(d, p)
+    assert all(torch.equal(g1[k], g2[k]) for k in g1)

@@ -345,3 +345,75 @@ def test_hvp_does_not_mutate_v():
     before = snapshot(v)
     ib.hvp(quartic, p, v)
     assert_unchanged(v, before)
+
+
+# ---- issue 17: clear errors for the raw ones (one test per row of the issue's table) ----
+
+def _tiny():
+    model = ib.models.mlp([3, 5, 2], seed=0, dtype=F64)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(7, 3, generator=gen, dtype=F64), torch.randint(0, 2, (7,), generator=gen)
+    return model, x, y
+
+
+def test_row_loss_that_ignores_params_raises_instead_of_zeros():
+    model, x, y = _tiny()
+    ce = torch.nn.functional.cross_entropy
+    p = ib.params_of(model)
+    mistake = lambda q: ce(model(x), y)  # noqa: E731  (the classic mistake, on purpose)
+    for call in (lambda: ib.grad(mistake, p), lambda: ib.lie_bracket(mistake, mistake, p),
+                 lambda: ib.hvp(mistake, p, p), lambda: ib.modified_loss(mistake, p, LR)):
+        with pytest.raises(ValueError, match="calls the model directly"):
+            call()
+    const = lambda q: torch.tensor(1.0, dtype=F64)  # noqa: E731
+    assert float(ib.norm(ib.grad(const, p, allow_constant=True))) == 0.0
+    assert float(ib.norm(ib.lie_bracket(ib.allow_constant(const), ib.allow_constant(const), p))) == 0.0
+    # a loss of a subset of params is fine (zeros for the others)
+    g = ib.grad(lambda q: (q["0.weight"] ** 2).sum(), p)
+    assert float(ib.norm(g["2.weight"])) == 0.0
+
+
+def test_row_params_with_a_wrong_shape_or_dtype():
+    model, x, y = _tiny()
+    loss = ib.model_loss(model, torch.nn.functional.cross_entropy, x, y)
+    p = ib.params_of(model)
+    bad = dict(p, **{"0.weight": torch.zeros(5, 4, dtype=F64)})
+    with pytest.raises(ValueError, match=r"params\['0.weight'\] has shape \(5, 4\)"):
+        ib.grad(loss, bad)
+    bias = dict(p, **{"0.bias": torch.zeros(1, dtype=F64)})  # would broadcast silently
+    with pytest.raises(ValueError, match="shape"):
+        ib.grad(loss, bias)
+    single = {k: t.float() for k, t in p.items()}  # float32 params, float64 inputs
+    with pytest.raises(ValueError, match="different dtypes"):
+        ib.grad(loss, single)
+    part = {"0.weight": p["0.weight"].float()}  # float32 subset, the rest float64
+    with pytest.raises(ValueError, match="dtype"):
+        ib.grad(loss, part)
+
+
+def test_row_numpy_integer_seed_is_converted_at_construction():
+    np = pytest.importorskip("numpy")
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2)).double()
+    x, y = torch.randn(6, 3, dtype=F64), torch.randint(0, 2, (6,))
+    loss = ib.model_loss(model, torch.nn.functional.cross_entropy, x, y, seed=np.int64(3))
+    assert type(loss.seed) is int and loss.seed == 3
+    p = ib.params_of(model)
+    same = ib.model_loss(model, torch.nn.functional.cross_entropy, x, y, seed=3)
+    assert torch.equal(loss(p), same(p))
+    with pytest.raises(TypeError, match="seed"):
+        ib.model_loss(model, torch.nn.functional.cross_entropy, x, y, seed=np.float64(3))
+
+
+def test_row_backward_with_every_parameter_frozen_says_nothing_requires_grad():
+    model, x, y = _tiny()
+    model.requires_grad_(False)
+    loss = ib.model_loss(model, torch.nn.functional.cross_entropy, x, y)
+    objective = ib.modified_loss(loss, dict(model.named_parameters()), LR)
+    assert math.isfinite(float(objective))
+    with pytest.raises(RuntimeError, match="nothing requires grad"):
+        objective.backward()
+    terms = ib.multitask_terms([loss, loss], dict(model.named_parameters()), LR)
+    with pytest.raises(RuntimeError, match="nothing requires grad"):
+        terms["modified"].backward()
+    # a detached copy stays detached (no graph)
+    assert not ib.modified_loss(loss, ib.params_of(model), LR).requires_grad

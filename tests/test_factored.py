@@ -124,3 +124,150 @@ def test_fallback_where_it_does_not_apply():
     # the generic path still raises the clear errors
     with pytest.raises(TypeError):
         ib.lie_bracket(la, lb, ib.flatten(p))
+
+
+# ---- issue 17: the fast path proves it applies (one test per row of the issue's table) ----
+
+def _reference_bracket(loss_a, loss_b, p):
+    """H_b g_a − H_a g_b by a plain double backward in torch (no ibea_lib call)."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in p.items()}
+    xs = list(leaves.values())
+    ga = torch.autograd.grad(loss_a(leaves), xs, create_graph=True)
+    gb = torch.autograd.grad(loss_b(leaves), xs, create_graph=True)
+    s = sum((b * a.detach()).sum() - (a * b.detach()).sum() for a, b in zip(ga, gb))
+    return dict(zip(leaves, torch.autograd.grad(s, xs)))
+
+
+def _pair(model, criterion=CE, d_in=6, n=7, targets=None):
+    gen = torch.Generator().manual_seed(4)
+    xs = torch.randn(2, n, d_in, generator=gen, dtype=F64)
+    ys = torch.randint(0, 3, (2, n), generator=gen) if targets is None else targets
+    return [ib.model_loss(model, criterion, xs[i], ys[i]) for i in range(2)]
+
+
+def _check_declined_and_right(model, losses=None, applies=False):
+    la, lb = losses or _pair(model)
+    p = ib.params_of(model)
+    assert factored.applies([la, lb], p) is applies
+    ref = _reference_bracket(la, lb, p)
+    assert _rel(ib.flatten(ib.lie_bracket(la, lb, p)), ib.flatten(ref)) < 1e-12
+    assert _rel(ib.flatten(ib.bracket_sum([la, lb], p)), ib.flatten(ref)) < 1e-12
+    seq = ib.sub(ib.sequential_field([la, lb], p, 0.1), ib.order_averaged_field([la, lb], p, 0.1))
+    assert _rel(ib.flatten(seq), 0.05 * ib.flatten(ref)) < 1e-10
+
+
+@pytest.mark.parametrize("act", [nn.Tanh, nn.ReLU, nn.GELU])
+def test_row_one_activation_instance_used_twice(act):
+    torch.manual_seed(0)
+    a = act()
+    model = nn.Sequential(nn.Linear(6, 5), a, nn.Linear(5, 4), a, nn.Linear(4, 3)).double()
+    _check_declined_and_right(model)
+
+
+def test_row_one_linear_used_twice():
+    torch.manual_seed(0)
+    lin = nn.Linear(5, 5)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), lin, nn.Tanh(), lin, nn.Linear(5, 3)).double()
+    _check_declined_and_right(model)
+    tied = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 5),
+                         nn.Linear(5, 3)).double()
+    tied[4].weight = tied[2].weight  # tied weights: one parameter in two layers
+    _check_declined_and_right(tied)
+
+
+@pytest.mark.parametrize("where", ["model-forward", "layer-forward", "layer-pre", "global-forward",
+                                   "global-pre"])
+def test_row_forward_hooks_and_pre_hooks(where):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    from torch.nn.modules import module as m
+    handle = {
+        "model-forward": lambda: model.register_forward_hook(lambda mod, i, o: 2 * o),
+        "layer-forward": lambda: model[1].register_forward_hook(lambda mod, i, o: o * o),
+        "layer-pre": lambda: model[2].register_forward_pre_hook(lambda mod, i: (i[0] * 3,)),
+        "global-forward": lambda: m.register_module_forward_hook(lambda mod, i, o: o * 1.5),
+        "global-pre": lambda: m.register_module_forward_pre_hook(lambda mod, i: (i[0] * 0.5,)),
+    }[where]()
+    try:
+        _check_declined_and_right(model)
+    finally:
+        handle.remove()
+    _check_declined_and_right(model, applies=True)  # without the hook: the fast path again
+
+
+def test_row_user_loss_objects_and_closures_with_model_attributes():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    la, lb = _pair(model)
+
+    class MyLoss:  # duck-typed: same attributes, but a different function (an L2 term)
+        def __init__(self, inner):
+            self.model, self.criterion = inner.model, inner.criterion
+            self.inputs, self.targets = inner.inputs, inner.targets
+            self.inner = inner
+
+        def __call__(self, p):
+            return self.inner(p) + 0.3 * sum((t ** 2).sum() for t in p.values()) ** 1.5
+
+    _check_declined_and_right(model, (MyLoss(la), MyLoss(lb)))
+
+    def model_loss(inner):  # a closure whose __qualname__ starts with "model_loss."
+        model, criterion, inputs, targets = inner.model, inner.criterion, inner.inputs, inner.targets
+
+        def f(p):
+            out = torch.func.functional_call(model, p, (inputs,))
+            return criterion(out, targets) * (1 + p["0.bias"].sum() ** 2)
+        return f
+
+    _check_declined_and_right(model, (model_loss(la), model_loss(lb)))
+    # the documented way to force the generic path: wrap the ModelLoss in a lambda
+    _check_declined_and_right(model, (lambda p: la(p), lambda p: lb(p)))
+
+    class SubLoss(ib.ModelLoss):  # a subclass of ModelLoss is not the exact type
+        pass
+    _check_declined_and_right(model, (SubLoss(*[getattr(la, a) for a in ("model", "criterion", "inputs",
+                                                                          "targets")]), lb))
+
+
+def test_row_activation_subclass_with_its_own_forward():
+    class MyTanh(nn.Tanh):
+        def forward(self, x):
+            return torch.tanh(x) + 0.1 * x ** 2
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), MyTanh(), nn.Linear(5, 3)).double()
+    _check_declined_and_right(model)
+    instance = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    instance[1].forward = lambda x: torch.sin(x)  # an instance-level forward
+    _check_declined_and_right(instance)
+
+
+@pytest.mark.parametrize("act", [nn.LeakyReLU(0.1, inplace=True), nn.ELU(inplace=True),
+                                 nn.SiLU(inplace=True), nn.ReLU(inplace=True), nn.PReLU(5)])
+def test_row_inplace_and_parameterized_activations_take_the_generic_path(act):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), act, nn.Linear(5, 3)).double()
+    _check_declined_and_right(model)
+
+
+def test_row_autocast_takes_the_generic_path():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    la, lb = _pair(model)
+    p = ib.params_of(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not factored.applies([la, lb], p)
+        got = ib.lie_bracket(la, lb, p)
+        with factored.disabled():
+            want = ib.lie_bracket(la, lb, p)
+    assert all(torch.equal(got[k], want[k]) for k in got)
+
+
+def test_unsupported_criteria_take_the_generic_path():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    for criterion in (lambda o, t: CE(o, t), torch.nn.CrossEntropyLoss(reduction="none")):
+        la, lb = _pair(model, criterion=lambda o, t, c=criterion: c(o, t).sum())
+        assert not factored.applies([la, lb], ib.params_of(model))
+    la, lb = _pair(model, criterion=nn.CrossEntropyLoss(label_smoothing=0.1, reduction="sum"))
+    _check_declined_and_right(model, (la, lb), applies=True)

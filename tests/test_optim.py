@@ -145,3 +145,56 @@ def test_the_api_page_example_runs():
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, "book/api.md", "exec"), namespace)
+
+
+def test_implicit_penalty_and_conflict_term_in_an_adam_loop():
+    import torch.nn.functional as F
+    model = ib.models.mlp([4, 6, 3], seed=0, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(20, 4, generator=gen, dtype=torch.float64), torch.randint(0, 3, (20,), generator=gen)
+    loss = ib.model_loss(model, F.cross_entropy, x, y)
+    tasks = [ib.model_loss(model, F.cross_entropy, x[:10], y[:10]),
+             ib.model_loss(model, F.cross_entropy, x[10:], y[10:])]
+    p = ib.params_of(model)
+    h = 0.3
+    g = ib.grad(loss, p)
+    assert torch.allclose(ib.implicit_penalty(loss, p, h), (h / 4) * ib.dot(g, g), rtol=1e-13)
+    terms = ib.multitask_terms(tasks, p, h)
+    assert torch.allclose(ib.implicit_penalty(tasks, p, h), terms["flatness"] + terms["conflict"], rtol=1e-13)
+    assert torch.allclose(ib.conflict_term(tasks, p, h), terms["conflict"], rtol=1e-13)
+    with pytest.raises(ValueError, match="two task losses"):
+        ib.conflict_term([loss], p, h)
+    with pytest.raises(ValueError, match="not an optimizer's learning rate"):
+        ib.implicit_penalty(loss, p, -1e-3)
+    own = dict(model.named_parameters())
+    adam = torch.optim.Adam(model.parameters(), lr=1e-2)
+    adam.zero_grad()
+    (loss(own) + ib.implicit_penalty(loss, own, lr=h)).backward()
+    got = {k: t.grad.clone() for k, t in own.items()}
+    field = ib.gd_field(loss, p, h)  # −∇(L + (h/4)‖∇L‖²)
+    assert float(ib.norm(ib.add(got, field)) / ib.norm(field)) < 1e-12
+    adam.step()
+
+
+def test_batchnorm_buffers_are_never_updated_through_ib_losses_and_update_buffers_does():
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Tanh(),
+                                torch.nn.Linear(6, 3)).double()
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
+    loss = ib.model_loss(model, F.cross_entropy, x, y)
+    params = dict(model.named_parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = {k: b.clone() for k, b in model.named_buffers()}
+    for _ in range(3):
+        opt.zero_grad()
+        ib.modified_loss(loss, params, lr=0.1).backward()
+        opt.step()
+    assert all(torch.equal(b, before[k]) for k, b in model.named_buffers())  # by design
+    model.eval()
+    ib.update_buffers(model, x)
+    assert not model.training and not model[1].training  # the mode is restored
+    assert int(model[1].num_batches_tracked) == 1
+    assert not torch.equal(model[1].running_mean, before["1.running_mean"])
+    with pytest.raises(TypeError, match="nn.Module"):
+        ib.update_buffers(dict(model.named_parameters()), x)
