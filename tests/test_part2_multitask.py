@@ -1,10 +1,10 @@
 """Chapter 05's headline on held-out seeds (300–307; the chapter uses 0–9 plus its offset).
 
-The same protocol as the chapter, smaller (500 training signals, 8 seeds): two binary groupings of
+The same protocol and sizes as the chapter, with 8 seeds and three of its rules: two binary groupings of
 MNIST-1D (odd digit, digit ≥ 5) on a shared ReLU trunk, full-batch GD at h = 0.5, every run stopped
 when L_A + L_B < 0.15. Checked: the direction of the conflict term's effect on the path cosine
 (removing it raises the cosine, adding it lowers it, paired by seed), the interval where the chapter
-claims significance, and that no rule moves test accuracy by a whole point.
+claims significance, and that neither rule moves test accuracy by two points (the chapter's bound).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ibea_lib.book.multitask import (
     train_seeds_to_loss,
 )
 
-H, THRESHOLD, MAX_STEPS, N_TRAIN, SEEDS = 0.5, 0.15, 1500, 500, list(range(300, 308))
+H, THRESHOLD, MAX_STEPS, N_TRAIN, SEEDS = 0.5, 0.15, 1500, 1000, list(range(300, 308))
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_conflict_term_moves_the_path_cosine(results):
 def test_test_accuracy_unchanged(results):
     for name in ("removed", "added"):
         iv = _paired(results, name, "test_acc")
-        assert -0.01 < iv["lo"] and iv["hi"] < 0.01, (name, iv)
+        assert -0.02 < iv["lo"] and iv["hi"] < 0.02, (name, iv)
 
 
 def test_conflict_weighted_update_closed_form():
