@@ -15,7 +15,9 @@ loss + flatness + conflict. This module adds what Part II of the book needs on t
   mean of the two alternating orders A→B, B→A) follows to O(h³);
 * :func:`conflict_gradient`, ∇ Σ_{i<j}⟨g_i, g_j⟩ = Σ_i H_i Σ_{j≠i} g_j;
 * :func:`pcgrad`, the "projecting conflicting gradients" surgery of Yu et al. (2020);
-* update functions ``(params, step) -> params`` for :func:`ibea_lib.training.run`;
+* update functions ``(params, step) -> params`` for :func:`ibea_lib.training.run`
+  (:func:`conflict_weighted_update` puts any weight on the conflict term);
+* :func:`train_seeds_to_loss`, many seeds trained at once (``torch.func.vmap``) to a training loss;
 * :func:`task_metrics` (losses, ‖g_i‖², alignments, cosines from one set of gradients);
 * two-task constructions: :func:`product_tasks` (a 2-parameter toy), :func:`digits_two_tasks`
   and :func:`head_losses` (two labelings of scikit-learn's digits on a shared trunk).
@@ -106,6 +108,30 @@ def conflict_free_update(losses: Sequence[Loss], lr: float) -> Update:
     return update
 
 
+def conflict_weighted_update(losses: Sequence[Loss], lr: float, weight: float) -> Update:
+    """θ ← θ − h ∇(Σ_i L_i + (w − 1)(h/2) Σ_{i<j}⟨g_i, g_j⟩), w = ``weight``.
+
+    Its modified loss is Σ_i L_i + (h/4)Σ_i ‖g_i‖² + w·(h/2)Σ_{i<j}⟨g_i, g_j⟩ + O(h²): the conflict
+    term with the weight w. w = 1 is plain GD (:func:`summed_update`), w = 0 conflict-free GD
+    (:func:`conflict_free_update`), w = 2 doubles the conflict term ("conflict added").
+    """
+    losses, h = _checked(losses, lr)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise TypeError(f"weight must be a real number, got {type(weight).__name__}")
+    w = float(weight)
+
+    def objective(p: Params) -> Tensor:
+        def combine(values: list[Tensor], gs: list[Params]) -> Tensor:
+            return sum(values) + (w - 1) * (h / 2) * sum(dot(gs[i], gs[j]) for i, j in _pairs(len(gs)))
+
+        return gradient_terms(losses, p, combine)
+
+    def update(params: Params, step: int) -> Params:
+        return add(params, grad(objective, params), alpha=-h)
+
+    return update
+
+
 def pcgrad_update(losses: Sequence[Loss], lr: float, *, seed: int | None = 0) -> Update:
     """θ ← θ − h Σ_i PCGrad(g)_i (:func:`pcgrad`); ``seed`` draws the projection orders."""
     losses, h = _checked(losses, lr)
@@ -136,6 +162,130 @@ def alternating_update(losses: Sequence[Loss], lr: float, *, order: str = "fixed
         return sequential_steps(losses, params, h, order=idx)
 
     return update
+
+
+# ---------------------------------------------------------------------------------------------
+# Many seeds at once (torch.func), each trained to a training loss
+# ---------------------------------------------------------------------------------------------
+
+
+def stack_models(models: Sequence[torch.nn.Module]) -> dict[str, Tensor]:
+    """The parameters of equally shaped models stacked along a new first axis (one row per seed).
+
+    Wraps :func:`torch.func.stack_module_state`; the result is detached (plain tensors).
+    """
+    from torch.func import stack_module_state
+
+    models = list(models)
+    if not models:
+        raise ValueError("models is empty")
+    params, _ = stack_module_state(models)
+    return {k: v.detach().clone() for k, v in params.items()}
+
+
+def _rows(mask: Tensor, like: Tensor) -> Tensor:
+    return mask.view(-1, *[1] * (like.dim() - 1))
+
+
+def train_seeds_to_loss(
+    step: Callable[[dict[str, Tensor], Tensor], dict[str, Tensor]],
+    params: dict[str, Tensor],
+    loss: Callable[[dict[str, Tensor]], Tensor],
+    seeds: Sequence[int],
+    *,
+    threshold: float,
+    max_steps: int,
+    record: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
+    every: int = 10,
+    diverge_factor: float = 10.0,
+    progress: bool = True,
+    desc: str | None = None,
+) -> dict[str, object]:
+    """Train one run per seed in a single batched loop until each run's loss drops below ``threshold``.
+
+    ``params`` holds the runs' parameters stacked along the first axis (:func:`stack_models`), one
+    row per entry of ``seeds``. ``step(p, u) -> p`` is one update of *one* run (a dict of
+    unstacked tensors) and ``u`` a uniform random number in [0, 1) for that run and step, drawn
+    from a generator seeded with the run's seed (for randomized rules, e.g. the order of an
+    alternating sweep; deterministic rules ignore it); it is vectorized over the runs with
+    :func:`torch.func.vmap`. ``loss(p)`` is one run's training loss (0-dim).
+
+    Before every step each run's loss is checked: a run stops (its parameters are frozen) at the
+    first check with loss < ``threshold`` (``reached``), or when the loss is not finite or exceeds
+    ``diverge_factor`` × its initial value (``diverged``), or after ``max_steps`` steps (neither).
+    ``record(p)`` (one run, a dict of 0-dim tensors) is evaluated every ``every`` steps for the runs
+    still training (NaN for stopped runs) and once more at each run's stopping point.
+
+    Returns ``steps`` (the step at which each run stopped), ``reached``, ``diverged`` (bool
+    tensors), ``loss`` (at the stopping point), ``params`` (stacked, final), ``history``
+    ({``step``: 1-D, name: steps × runs}) and ``final`` ({name: one value per run} at the stopping
+    point).
+    """
+    from torch.func import vmap
+    from tqdm.auto import tqdm
+
+    seeds = [int(s) for s in seeds]
+    n = len(seeds)
+    if n == 0:
+        raise ValueError("seeds is empty")
+    if any(v.shape[0] != n for v in params.values()):
+        raise ValueError(f"every stacked parameter needs a first axis of length {n} (one per seed)")
+    if not isinstance(threshold, (int, float)) or not threshold > 0:
+        raise ValueError(f"threshold must be a training loss > 0, got {threshold!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    batched_step = vmap(step, randomness="different")
+    batched_loss = vmap(loss)
+    batched_record = vmap(record) if record is not None else None
+    p = {k: v.detach().clone() for k, v in params.items()}
+    device = next(iter(p.values())).device
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    reached = torch.zeros(n, dtype=torch.bool, device=device)
+    diverged = torch.zeros(n, dtype=torch.bool, device=device)
+    steps = torch.full((n,), max_steps, dtype=torch.long)
+    final_loss = torch.full((n,), float("nan"), dtype=torch.float64)
+    hist_steps: list[int] = []
+    hist: dict[str, list[Tensor]] = {}
+    final: dict[str, Tensor] = {}
+    with torch.no_grad():
+        start = batched_loss(p).detach()
+    for k in tqdm(range(max_steps + 1), desc=desc, disable=not progress, leave=False):
+        with torch.no_grad():
+            current = batched_loss(p).detach()
+        bad = ~torch.isfinite(current) | (current > diverge_factor * start.clamp_min(1e-12))
+        now_reached = ~done & ~bad & (current < threshold)
+        now_diverged = ~done & bad
+        stopping = now_reached | now_diverged | (~done & torch.tensor(k == max_steps, device=device))
+        for i in torch.nonzero(stopping).flatten().tolist():
+            steps[i], final_loss[i] = k, float(current[i])
+        reached |= now_reached
+        diverged |= now_diverged
+        if batched_record is not None and (k % every == 0 or bool(stopping.any())):
+            values = {name: v.detach().double().cpu() for name, v in batched_record(p).items()}
+            live = (~done).cpu()
+            hist_steps.append(k)
+            for name, v in values.items():
+                hist.setdefault(name, []).append(torch.where(live, v, torch.nan))
+                row = final.setdefault(name, torch.full((n,), float("nan"), dtype=torch.float64))
+                row[stopping.cpu()] = v[stopping.cpu()]
+        done |= stopping
+        if bool(done.all()):
+            break
+        u = torch.stack([torch.rand((), generator=g) for g in gens]).to(device=device)
+        moved = batched_step(p, u)
+        p = {name: torch.where(_rows(done, v), v, moved[name].detach()) for name, v in p.items()}
+    history: dict[str, Tensor] = {"step": torch.tensor(hist_steps)}
+    history.update({name: torch.stack(rows) for name, rows in hist.items()})
+    return {
+        "steps": steps,
+        "reached": reached.cpu(),
+        "diverged": diverged.cpu(),
+        "loss": final_loss,
+        "params": p,
+        "history": history,
+        "final": final,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,6 +447,7 @@ __all__ = [
     "conflict_free_loss",
     "conflict_free_update",
     "conflict_gradient",
+    "conflict_weighted_update",
     "digits_two_tasks",
     "flatness_field",
     "head_accuracies",
@@ -305,8 +456,10 @@ __all__ = [
     "pcgrad_update",
     "product_tasks",
     "relabel",
+    "stack_models",
     "summed_update",
     "task_metrics",
+    "train_seeds_to_loss",
 ]
 
 
