@@ -43,7 +43,7 @@ def test_ch09_larger_step_generalizes_better_at_equal_loss(mnist1d):
 
 def test_ch09_cnn_larger_step_generalizes_better(mnist1d):
     torch.set_num_threads(1)
-    seeds = HELD_OUT[:3]
+    seeds = HELD_OUT[:2]  # the CNN costs several MLP runs: the direction only
     runs = {"small": {"lr": 0.3}, "large": {"lr": 0.6}}
     res = run_grid(
         runs, seeds, lambda s: cnn1d(seed=s), CE, mnist1d, threshold=0.1, max_steps=4000, progress=False
@@ -52,7 +52,7 @@ def test_ch09_cnn_larger_step_generalizes_better(mnist1d):
     assert gain["n"] == len(seeds) and float(gain["mean"]) > 0, gain
 
 
-def test_ch10_small_batch_and_variance_regularizer_beat_large_batch(mnist1d):
+def test_ch10_variance_regularizer_beats_large_batch(mnist1d):
     torch.set_num_threads(1)
     seeds = HELD_OUT[:3]
     runs = {
@@ -68,10 +68,12 @@ def test_ch10_small_batch_and_variance_regularizer_beat_large_batch(mnist1d):
     }
     res = run_grid(runs, seeds, _make, CE, mnist1d, lr=0.5, threshold=0.1, max_steps=8000, progress=False)
     assert all(bool(r["reached"]) for r in res.values())
-    gap = paired(res, "B=50", "B=500", "test_acc", seeds)
     reg = paired(res, "variance", "B=500", "test_acc", seeds)
-    assert float(gap["mean"]) > 0, gap
     assert float(reg["mean"]) > 0, reg
+    reg_loss = paired(res, "variance", "B=500", "test_loss", seeds)  # the chapter: a much lower test loss
+    assert float(reg_loss["hi"]) < 0, reg_loss
+    gap = paired(res, "B=50", "B=500", "test_acc", seeds)  # the chapter claims only the direction here
+    assert float(gap["mean"]) > 0, gap
 
 
 def _setting_cell(name):
