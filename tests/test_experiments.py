@@ -273,3 +273,45 @@ def test_gap_fractions_and_the_interval_format():
     assert f.tolist() == pytest.approx([0.5, 0.0])
     with pytest.raises(ValueError):
         gap_fractions([0.6], [0.6, 0.7], [0.8])
+
+
+def test_cnn1d_shapes_seed_and_conv_arithmetic():
+    from ibea_lib.book.experiments import cnn1d
+
+    net = cnn1d(40, 6, seed=3)
+    x = torch.randn(5, 40, generator=torch.Generator().manual_seed(0))
+    assert net(x).shape == (5, 10)
+    again = cnn1d(40, 6, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), again.parameters()))
+    assert not torch.equal(next(cnn1d(40, 6, seed=4).parameters()), next(net.parameters()))
+    state = torch.get_rng_state()
+    cnn1d(seed=1)
+    assert torch.equal(state, torch.get_rng_state())  # the global RNG is left alone
+    # the first layer is a strided correlation with zero padding 2, written out by hand
+    conv = net[1]
+    xp = torch.nn.functional.pad(x, (2, 2))
+    w = conv.weight[None, :, 0, :]
+    by_hand = torch.stack([(xp[:, None, 2 * j : 2 * j + 5] * w).sum(-1) + conv.bias for j in range(20)], -1)
+    assert torch.allclose(net[:2](x), by_hand, atol=1e-6)
+    assert cnn1d(41, 2)(torch.zeros(2, 41)).shape == (2, 10)
+    with pytest.raises(ValueError):
+        cnn1d(40, 0)
+
+
+def test_outcomes_counts_every_seed_with_wilson_intervals():
+    from ibea_lib.book.experiments import outcomes
+    from ibea_lib.book.stats import wilson_interval
+
+    t, f = torch.tensor(True), torch.tensor(False)
+    res = {
+        ("a", 0): {"reached": t, "diverged": f},
+        ("a", 1): {"reached": f, "diverged": t},
+        ("a", 2): {"reached": f, "diverged": f},
+        ("a", 3): {"reached": t, "diverged": f},
+    }
+    o = outcomes(res, "a", [0, 1, 2, 3])
+    assert (o["n"], o["reached"], o["diverged"], o["stalled"]) == (4, 2, 1, 1)
+    assert o["ok"] == [0, 3]
+    assert o["diverged_ci"] == wilson_interval(1, 4) and o["reached_ci"] == wilson_interval(2, 4)
+    with pytest.raises(ValueError):
+        outcomes(res, "a", [])

@@ -14,6 +14,9 @@
 * :func:`gd_update`, :func:`modified_gd_update`, :func:`trajectory` — full-batch updates
   θ ← θ − h∇L and θ ← θ − h∇(L + (λ/4)‖∇L‖²) run for a time with snapshots (trajectory matching).
 * :func:`microbatch_penalty` — params ↦ mean_j ‖∇L_j‖² over micro-batches j (vmap), differentiable.
+* :func:`cnn1d` — the small 1-D convolutional network of Part IV's second-network checks (MNIST-1D).
+* :func:`outcomes` — how many runs of a configuration reached the threshold / diverged, over *all*
+  seeds, with Wilson intervals (divergence is an outcome, not a dropped run).
 """
 
 from __future__ import annotations
@@ -429,7 +432,76 @@ def _module_loss(net, criterion, x, y) -> Loss:
     return lambda params: criterion(functional_call(net, dict(params), (x,)), y)
 
 
+# --------------------------------------------------------------------------- a second network
+
+
+def cnn1d(
+    length: int = 40,
+    channels: int = 16,
+    classes: int = 10,
+    *,
+    kernel: int = 5,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.nn.Sequential:
+    """A small ReLU 1-D CNN for signals (N × ``length``), seeded (PyTorch's default initialization).
+
+    Two convolutions with ``channels`` filters of width ``kernel``, stride 2 and padding kernel // 2
+    (each halves the length), ReLU after each, then a linear head on the flattened feature map:
+    ``length → (channels, length/2) → (channels, length/4) → classes``. The global torch RNG is left
+    alone. It is the natural model for MNIST-1D (translation-equivariant features), and a second
+    architecture for the Part IV effects measured on the MLP.
+    """
+    _check_count(length, "length", 4)
+    _check_count(channels, "channels")
+    _check_count(classes, "classes")
+    _check_count(kernel, "kernel")
+    pad = kernel // 2
+    l1 = (length + 2 * pad - kernel) // 2 + 1
+    l2 = (l1 + 2 * pad - kernel) // 2 + 1
+    nn = torch.nn
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = nn.Sequential(
+            nn.Unflatten(1, (1, length)),
+            nn.Conv1d(1, channels, kernel, stride=2, padding=pad),
+            nn.ReLU(),
+            nn.Conv1d(channels, channels, kernel, stride=2, padding=pad),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(channels * l2, classes),
+        )
+    return net.to(dtype=dtype, device=device)
+
+
 # --------------------------------------------------------------------------- statistics
+
+
+def outcomes(
+    results: Mapping[tuple[str, int], Mapping[str, Any]], name: str, seeds: Sequence[int]
+) -> dict[str, Any]:
+    """Counts of the runs ``name`` over *all* ``seeds``: ``n``, ``reached``, ``diverged``, ``stalled``.
+
+    Also the Wilson 95% intervals of the divergence and reaching rates (``diverged_ci``,
+    ``reached_ci``) and the list ``ok`` of the seeds whose run reached the threshold. A diverged run
+    stays in the count: it is an outcome of the configuration, not a run to drop.
+    """
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("outcomes needs at least one seed")
+    reached = [s for s in seeds if bool(results[name, s]["reached"])]
+    diverged = [s for s in seeds if bool(results[name, s]["diverged"])]
+    n = len(seeds)
+    return {
+        "n": n,
+        "reached": len(reached),
+        "diverged": len(diverged),
+        "stalled": n - len(reached) - len(diverged),
+        "diverged_ci": stats.wilson_interval(len(diverged), n),
+        "reached_ci": stats.wilson_interval(len(reached), n),
+        "ok": reached,
+    }
 
 
 def gap_fractions(base, treated, target) -> Tensor:
