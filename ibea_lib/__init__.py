@@ -211,3 +211,9 @@ def __getattr__(name: str):
 
         return importlib.import_module(".book", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+# the bracket tournament: pairwise order predictions for many source tasks (ibea_lib.transfer)
+from . import transfer  # noqa: E402
+from .transfer import bracket_matrix, rank_by_bracket, sequence_score  # noqa: E402
+
+__all__ += ["transfer", "bracket_matrix", "rank_by_bracket", "sequence_score"]
