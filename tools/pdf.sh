@@ -14,7 +14,7 @@ cd "$root"
 tex_packages=(texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended texlive-xetex
               texlive-science latexmk lmodern fonts-freefont-otf fonts-dejavu-core xindy poppler-utils)
 if ! command -v xelatex >/dev/null || ! command -v latexmk >/dev/null || ! command -v pdftotext >/dev/null \
-   || ! command -v xindy >/dev/null || ! fc-list | grep -q "DejaVu Sans Mono" \
+   || ! command -v xindy >/dev/null || [ -z "$(fc-list "DejaVu Sans Mono" 2>/dev/null)" ] \
    || ! kpsewhich amsthm.sty fncychap.sty tabulary.sty needspace.sty >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   echo "[pdf] installing TeX Live from Debian: ${tex_packages[*]}"
