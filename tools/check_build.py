@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
 
-
-def chapters(toc: pathlib.Path) -> list[pathlib.Path]:
-    """The notebooks listed in the table of contents."""
-    files = re.findall(r"^\s*(?:-\s*)?(?:file|root):\s*(\S+)", toc.read_text(), re.M)
-    return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").exists()]
+from outputs import chapters  # noqa: E402  (the notebooks of the table of contents, one home)
 
 
 def not_executed(nbs: list[pathlib.Path], cache_path: pathlib.Path) -> list[pathlib.Path]:

@@ -82,15 +82,6 @@ def module_fingerprint(name: str, root: pathlib.Path = ROOT) -> str:
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()[:16]
 
 
-def library_fingerprint(root: pathlib.Path = ROOT) -> str:
-    """One fingerprint of every ibea_lib/**/*.py (for a quick look; the stamps keep one per module)."""
-    digest = hashlib.sha256()
-    for path in sorted((root / "ibea_lib").rglob("*.py")):
-        name = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
-        digest.update(f"{name}={module_fingerprint(name, root)};".encode())
-    return digest.hexdigest()[:16]
-
-
 def environment_fingerprint(root: pathlib.Path = ROOT) -> str:
     lines = [ln.strip() for ln in (root / "requirements.txt").read_text().splitlines()]
     pins = sorted(ln for ln in lines if ln and not ln.startswith("#"))
